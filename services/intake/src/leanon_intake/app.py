@@ -1,0 +1,72 @@
+"""Wires the intake service: HTTP API, CloudEvents consumer and the status read model."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
+from leanon_shared.offers import OfferRecords
+from leanon_shared.runtime import redis_client, redis_ready
+from leanon_shared.telemetry import health_routes
+from leanon_shared.topics import Topics
+
+from leanon_intake.handlers import IntakeEvents, StatusProjection
+from leanon_intake.http import BodyLimit, build_router, install_error_handlers
+from leanon_intake.readmodel import HelperProfiles, RequestStatuses
+from leanon_intake.service import Intake
+from leanon_intake.settings import IntakeSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: IntakeSettings) -> FastAPI:
+    key_to_org = settings.key_to_org()  # stops start-up without usable API keys
+    topics = Topics(settings.topic_prefix)
+    redis = redis_client(settings.redis_url)
+    bus = EventBus(settings, "leanon-intake")
+    broker = make_broker(settings, "leanon-intake")
+    statuses = RequestStatuses(redis, settings.topic_prefix)
+    intake = Intake(
+        bus=bus,
+        topics=topics,
+        profiles=HelperProfiles(redis, settings.topic_prefix),
+        statuses=statuses,
+        offers=OfferRecords(redis, settings.topic_prefix),
+        allowed_webhook_hosts=settings.allowed_webhook_hosts,
+    )
+    subscribe_batches(broker, topics.intake, "leanon-intake",
+                      IntakeEvents(intake, bus, topics.intake_dlq, frozenset(key_to_org.values())))
+    subscribe_batches(broker, topics.events, "leanon-intake-status", StatusProjection(statuses))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(settings, topics)
+        await bus.start()
+        await broker.start()
+        log.info("intake started")
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await bus.stop()
+            await redis.aclose()
+            log.info("intake stopped")
+
+    async def ready() -> dict[str, bool]:
+        return {"redis": await redis_ready(redis), "kafka": await broker.ping(timeout=2)}
+
+    app = FastAPI(
+        title="LeanOn intake",
+        version="1",
+        description="Help requests, helper profiles and answers to offers.",
+        lifespan=lifespan,
+    )
+    app.router.routes.extend(health_routes(ready))
+    app.include_router(build_router(intake, key_to_org))
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

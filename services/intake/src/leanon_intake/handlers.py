@@ -1,0 +1,111 @@
+"""Kafka entry points for intake: CloudEvents from other systems, and the events read model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from aiokafka import ConsumerRecord
+from pydantic import ValidationError
+
+from leanon_shared import cloudevents
+from leanon_shared import events as ev
+from leanon_shared.kafka import EventBus
+from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
+
+from leanon_intake import metrics
+from leanon_intake.errors import IntakeError
+from leanon_intake.readmodel import RequestStatuses
+from leanon_intake.service import Intake
+
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _subject(event: cloudevents.CloudEvent) -> str:
+    from pydantic import TypeAdapter
+
+    try:
+        return TypeAdapter(Identifier).validate_python(event.subject)
+    except ValidationError as exc:
+        raise Rejected("bad-subject", "subject must be an id of 1-128 [A-Za-z0-9._:-]") from exc
+
+
+class IntakeEvents:
+    """CloudEvents published by other systems on {prefix}intake; rejects go to the DLQ."""
+
+    def __init__(self, intake: Intake, bus: EventBus, dlq_topic: str, known_orgs: frozenset[str]):
+        self.intake = intake
+        self.bus = bus
+        self.dlq_topic = dlq_topic
+        self.known_orgs = known_orgs
+
+    async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            try:
+                await self.apply(cloudevents.decode(record.value, record.headers))
+                metrics.INGESTED.labels("ok").inc()
+            except (cloudevents.InvalidEvent, Rejected) as exc:
+                await self._reject(record, exc.code, exc.detail)
+            except ValidationError as exc:
+                await self._reject(record, "invalid-data", _summary(exc))
+            except IntakeError as exc:
+                await self._reject(record, exc.code, exc.detail)
+
+    async def _reject(self, record: ConsumerRecord[bytes, bytes], code: str, detail: str) -> None:
+        metrics.INGESTED.labels("rejected").inc()
+        await self.bus.dead_letter(self.dlq_topic, record, code, detail)
+
+    async def apply(self, event: cloudevents.CloudEvent) -> None:
+        org = event.ext(ev.ORG_EXTENSION)
+        if not org:
+            raise Rejected("missing-orgid", "extension attribute orgid is required")
+        if org not in self.known_orgs:
+            raise Rejected("unknown-org", f"orgid {org[:64]!r} is not a known org")
+        if event.type not in ev.INTAKE_TYPES:
+            raise Rejected("unknown-type", f"type {event.type[:100]!r} is not accepted")
+        data = event.data if isinstance(event.data, dict) else None
+        if event.type == ev.HELPER_UPSERTED:
+            await self.intake.upsert_helper(org, _subject(event), HelperProfile.model_validate(data))
+        elif event.type == ev.HELPER_REMOVED:
+            await self.intake.remove_helper(org, _subject(event))
+        elif event.type == ev.REQUEST_SUBMITTED:
+            submission = RequestSubmission.model_validate(data)
+            default_id = f"{event.source}:{event.id}"[:128]
+            await self.intake.submit_request(org, submission, submission.id or _safe_id(default_id))
+        elif event.type == ev.REQUEST_CANCELLED:
+            await self.intake.cancel_request(org, _subject(event))
+        else:
+            await self.intake.answer_offer(org, _subject(event), ev.OFFER_ANSWERS[event.type])
+
+
+def _safe_id(raw: str) -> str:
+    return "".join(c if c.isalnum() or c in "._:-" else "_" for c in raw)
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()[:10]
+    )
+
+
+class StatusProjection:
+    """Builds GET /v1/requests/{id} from {prefix}events."""
+
+    def __init__(self, statuses: RequestStatuses) -> None:
+        self.statuses = statuses
+
+    async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            try:
+                event = cloudevents.decode(record.value, record.headers)
+            except cloudevents.InvalidEvent as exc:
+                log.error("unreadable event at %s/%s: %s", record.partition, record.offset, exc.code)
+                continue
+            await self.statuses.apply(event)

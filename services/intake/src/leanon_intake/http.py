@@ -1,0 +1,167 @@
+# FastAPI reads annotations at runtime, so this module does not postpone them.
+"""The HTTP API of the contract: thin routes over the Intake service."""
+
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
+
+from leanon_intake.errors import IntakeError
+from leanon_intake.service import Intake
+
+bearer = HTTPBearer(auto_error=False)
+IdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+
+
+class Unauthorized(IntakeError):
+    status = 401
+    code = "unauthorized"
+
+
+class HelperSaved(BaseModel):
+    id: str
+    version: int
+
+
+class RequestAccepted(BaseModel):
+    id: str
+    status: str
+    status_url: str
+
+
+class OfferAnswered(BaseModel):
+    offer_id: str
+    status: str
+
+
+def build_router(intake: Intake, key_to_org: dict[str, str]) -> APIRouter:
+    async def org_of(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> str:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthorized("missing bearer API key")
+        org = key_to_org.get(credentials.credentials)
+        if org is None:
+            raise Unauthorized("unknown API key")
+        return org
+
+    Org = Annotated[str, Depends(org_of)]
+    router = APIRouter(prefix="/v1")
+
+    @router.put("/helpers/{helper_id}", response_model=HelperSaved, status_code=200,
+                responses={201: {"model": HelperSaved}})
+    async def put_helper(helper_id: IdPath, profile: HelperProfile, org: Org,
+                         response: Response) -> HelperSaved:
+        version, created = await intake.upsert_helper(org, helper_id, profile)
+        response.status_code = 201 if created else 200
+        return HelperSaved(id=helper_id, version=version)
+
+    @router.get("/helpers/{helper_id}")
+    async def get_helper(helper_id: IdPath, org: Org) -> dict[str, Any]:
+        return await intake.get_helper(org, helper_id)
+
+    @router.delete("/helpers/{helper_id}", status_code=204)
+    async def delete_helper(helper_id: IdPath, org: Org) -> Response:
+        await intake.remove_helper(org, helper_id)
+        return Response(status_code=204)
+
+    @router.post("/requests", status_code=202, response_model=RequestAccepted)
+    async def post_request(
+        submission: RequestSubmission,
+        org: Org,
+        request: Request,
+        idempotency_key: Annotated[Identifier | None, Header()] = None,
+    ) -> RequestAccepted:
+        result = await intake.submit_request(org, submission, submission.id or idempotency_key)
+        return RequestAccepted(id=result.id, status=result.status,
+                               status_url=str(request.url_for("get_request", request_id=result.id)))
+
+    @router.get("/requests/{request_id}", name="get_request")
+    async def get_request(request_id: IdPath, org: Org) -> dict[str, Any]:
+        return await intake.get_request(org, request_id)
+
+    @router.post("/requests/{request_id}/cancel")
+    async def cancel_request(request_id: IdPath, org: Org) -> dict[str, Any]:
+        return await intake.cancel_request(org, request_id)
+
+    for answer, verb in (("accepted", "accept"), ("declined", "decline"), ("dropped", "drop")):
+        router.add_api_route(
+            f"/offers/{{offer_id}}/{verb}",
+            _answer_route(intake, answer, org_of),
+            methods=["POST"],
+            response_model=OfferAnswered,
+            name=f"{verb}_offer",
+        )
+    return router
+
+
+def _answer_route(intake: Intake, answer: str, org_of: Any) -> Any:
+    async def route(offer_id: IdPath, org: Annotated[str, Depends(org_of)]) -> OfferAnswered:
+        return OfferAnswered(**await intake.answer_offer(org, offer_id, answer))
+
+    return route
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_intake_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, IntakeError)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": exc.code, "detail": exc.detail}, exc.status, headers=headers)
+
+    app.add_exception_handler(IntakeError, on_intake_error)
+
+
+class BodyLimit:
+    """413 for bodies over the limit, counted before anything parses them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._too_large(send)
+                return
+        seen = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not response_started:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = b'{"error":"too-large","detail":"body exceeds %d bytes"}' % self.max_bytes
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass

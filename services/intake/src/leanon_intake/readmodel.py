@@ -1,0 +1,121 @@
+"""Read models in Redis: helper profiles (for GET) and request status (built from events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from leanon_shared import events as ev
+from leanon_shared.cloudevents import CloudEvent, now_iso
+
+STATUS_TTL_S = 30 * 24 * 3600
+OFFER_STATUS = {
+    ev.OFFER_CREATED: "offered",
+    ev.OFFER_ACCEPTED_EVT: "accepted",
+    ev.OFFER_DECLINED_EVT: "declined",
+    ev.OFFER_EXPIRED: "expired",
+    ev.OFFER_WITHDRAWN: "withdrawn",
+    ev.OFFER_DROPPED_EVT: "dropped",
+}
+REQUEST_STATUS = {
+    ev.REQUEST_MATCHED: "matched",
+    ev.REQUEST_UNMATCHED: "unmatched",
+    ev.REQUEST_EXPIRED: "expired",
+    ev.REQUEST_CANCELLED_EVT: "cancelled",
+}
+
+
+class HelperProfiles:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._r = redis
+        self._p = prefix
+
+    def _key(self, org: str, helper_id: str) -> str:
+        return f"{self._p}profile:{org}:{helper_id}"
+
+    async def get(self, org: str, helper_id: str) -> dict[str, Any] | None:
+        raw = await self._r.get(self._key(org, helper_id))
+        return orjson.loads(raw) if raw else None
+
+    async def put(self, org: str, helper_id: str, stored: dict[str, Any]) -> None:
+        await self._r.set(self._key(org, helper_id), orjson.dumps(stored))
+
+    async def delete(self, org: str, helper_id: str) -> bool:
+        return bool(await self._r.delete(self._key(org, helper_id)))
+
+    async def next_version(self, org: str, helper_id: str) -> int:
+        return int(await self._r.incr(f"{self._p}profile-version:{org}:{helper_id}"))
+
+
+class RequestStatuses:
+    """GET /v1/requests/{id}: written as pending at submission, then moved by events."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._r = redis
+        self._p = prefix
+
+    def _key(self, org: str, request_id: str) -> str:
+        return f"{self._p}status:{org}:{request_id}"
+
+    async def get(self, org: str, request_id: str) -> dict[str, Any] | None:
+        raw = await self._r.get(self._key(org, request_id))
+        return orjson.loads(raw) if raw else None
+
+    async def create(self, org: str, request_id: str, region: str, helpers_needed: int) -> bool:
+        """The first write wins: a repeated submission leaves the status alone."""
+        body = {
+            "id": request_id,
+            "status": "pending",
+            "helpers_needed": helpers_needed,
+            "assignments": [],
+            "reason": None,
+            "updated_at": now_iso(),
+            "region": region,
+        }
+        return bool(await self._r.set(self._key(org, request_id), orjson.dumps(body), nx=True,
+                                      ex=STATUS_TTL_S))
+
+    async def apply(self, event: CloudEvent) -> None:
+        """Fold one lifecycle event in; replaying the events topic rebuilds the same view."""
+        org = event.ext(ev.ORG_EXTENSION)
+        data = event.data if isinstance(event.data, dict) else {}
+        request_id = data.get("request_id") or event.subject
+        if not org or not request_id:
+            return
+        if event.type not in OFFER_STATUS and event.type not in REQUEST_STATUS \
+                and event.type != ev.REQUEST_ACCEPTED:
+            return
+        key = self._key(org, request_id)
+        current = await self.get(org, request_id) or {
+            "id": request_id, "status": "pending", "helpers_needed": data.get("helpers_needed", 1),
+            "assignments": [], "reason": None, "region": event.ext("region"),
+        }
+        if event.type in OFFER_STATUS:
+            self._offer(current, event.type, data)
+        elif event.type in REQUEST_STATUS:
+            current["status"] = REQUEST_STATUS[event.type]
+            if event.type == ev.REQUEST_UNMATCHED:
+                current["reason"] = data.get("reason")
+        if "status" in data and event.type in REQUEST_STATUS:
+            current["status"] = data["status"]
+        current["updated_at"] = event.time or now_iso()
+        await self._r.set(key, orjson.dumps(current), ex=STATUS_TTL_S)
+
+    @staticmethod
+    def _offer(current: dict[str, Any], type_: str, data: dict[str, Any]) -> None:
+        offer_id = data.get("offer_id")
+        assignments: list[dict[str, Any]] = current["assignments"]
+        found = next((a for a in assignments if a["offer_id"] == offer_id), None)
+        if found is None:
+            found = {"offer_id": offer_id, "helper_id": data.get("helper_id"), "status": "offered",
+                     "score": data.get("score"), "breakdown": data.get("breakdown")}
+            assignments.append(found)
+        found["status"] = OFFER_STATUS[type_]
+        if type_ == ev.OFFER_CREATED:
+            found.update(score=data.get("score"), breakdown=data.get("breakdown"))
+            if current["status"] == "pending":
+                current["status"] = "offered"
+        if type_ == ev.OFFER_DROPPED_EVT and current["status"] == "matched":
+            current["status"] = "offered"

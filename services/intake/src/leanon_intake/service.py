@@ -1,0 +1,154 @@
+"""Intake's application service: authorised, validated input becomes records on Kafka.
+
+HTTP routes and the CloudEvents consumer both call these methods, so the two doors behave
+the same. Every method publishes to Kafka (acks=all) before it answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from leanon_shared import events as ev
+from leanon_shared.cloudevents import CloudEvent
+from leanon_shared.kafka import EventBus
+from leanon_shared.models import (
+    HelperProfile,
+    HelperRecord,
+    RequestSubmission,
+    check_webhook_host,
+    helper_key,
+)
+from leanon_shared.offers import OfferRecords
+from leanon_shared.regions import region_key
+from leanon_shared.topics import Topics
+
+from leanon_intake.errors import Conflict, Invalid, NotFound
+from leanon_intake.readmodel import HelperProfiles, RequestStatuses
+
+ANSWER_TYPES = {"accepted": ev.OFFER_ACCEPTED, "declined": ev.OFFER_DECLINED,
+                "dropped": ev.OFFER_DROPPED}
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    id: str
+    status: str
+    created: bool
+
+
+class Intake:
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        topics: Topics,
+        profiles: HelperProfiles,
+        statuses: RequestStatuses,
+        offers: OfferRecords,
+        allowed_webhook_hosts: frozenset[str],
+    ) -> None:
+        self.bus = bus
+        self.topics = topics
+        self.profiles = profiles
+        self.statuses = statuses
+        self.offers = offers
+        self.allowed_webhook_hosts = allowed_webhook_hosts
+
+    def _check_contact(self, contact: Any) -> None:
+        if contact is not None and (reason := check_webhook_host(contact, self.allowed_webhook_hosts)):
+            raise Invalid(reason)
+
+    # -- helpers ---------------------------------------------------------------------------
+    async def upsert_helper(self, org: str, helper_id: str, profile: HelperProfile) -> tuple[int, bool]:
+        """Publish the profile to the compacted helpers topic; returns (version, created)."""
+        self._check_contact(profile.contact)
+        existed = await self.profiles.get(org, helper_id) is not None
+        version = await self.profiles.next_version(org, helper_id)
+        record = HelperRecord(org=org, helper_id=helper_id, version=version, profile=profile,
+                              updated_at=datetime.now(UTC))
+        await self.bus.send_raw(self.topics.helpers, record.model_dump_json().encode(),
+                                helper_key(org, helper_id))
+        stored = {"id": helper_id, "version": version, **profile.model_dump(mode="json")}
+        await self.profiles.put(org, helper_id, stored)
+        return version, not existed
+
+    async def get_helper(self, org: str, helper_id: str) -> dict[str, Any]:
+        stored = await self.profiles.get(org, helper_id)
+        if stored is None:
+            raise NotFound(f"helper {helper_id!r} not found")
+        return stored
+
+    async def remove_helper(self, org: str, helper_id: str) -> None:
+        """A tombstone on the compacted topic: no more offers, contact details erased."""
+        if await self.profiles.get(org, helper_id) is None:
+            raise NotFound(f"helper {helper_id!r} not found")
+        await self.bus.send_raw(self.topics.helpers, None, helper_key(org, helper_id))
+        await self.profiles.delete(org, helper_id)
+
+    # -- requests --------------------------------------------------------------------------
+    async def submit_request(
+        self, org: str, submission: RequestSubmission, request_id: str | None, event_id: str | None = None
+    ) -> Submitted:
+        request_id = request_id or submission.id or str(uuid.uuid4())
+        existing = await self.statuses.get(org, request_id)
+        if existing is not None:
+            return Submitted(request_id, existing["status"], created=False)
+        self._check_contact(submission.contact)
+        region = region_key(request_id, *(
+            (submission.location.lat, submission.location.lon) if submission.location else (None, None)
+        ))
+        body = submission.model_dump(mode="json") | {"id": request_id}
+        command = CloudEvent(
+            type=ev.REQUEST_SUBMITTED,
+            source=ev.SOURCE_INTAKE,
+            id=event_id or str(uuid.uuid4()),
+            subject=request_id,
+            data={"request_id": request_id, "region": region, "request": body},
+            extensions={ev.ORG_EXTENSION: org},
+        )
+        # Publish first: a crash before the status is written leaves a retry that publishes
+        # again, and matching treats the same request id as one request.
+        await self.bus.publish(self.topics.requests, command, region)
+        await self.statuses.create(org, request_id, region, submission.helpers_needed)
+        return Submitted(request_id, "pending", created=True)
+
+    async def get_request(self, org: str, request_id: str) -> dict[str, Any]:
+        status = await self.statuses.get(org, request_id)
+        if status is None:
+            raise NotFound(f"request {request_id!r} not found")
+        return {k: v for k, v in status.items() if k != "region"}
+
+    async def cancel_request(self, org: str, request_id: str) -> dict[str, Any]:
+        status = await self.statuses.get(org, request_id)
+        if status is None:
+            raise NotFound(f"request {request_id!r} not found")
+        if status["status"] in ("expired",):
+            raise Conflict(f"request {request_id!r} is already {status['status']}")
+        command = CloudEvent(type=ev.REQUEST_CANCELLED, source=ev.SOURCE_INTAKE,
+                             subject=request_id, data={"request_id": request_id},
+                             extensions={ev.ORG_EXTENSION: org})
+        await self.bus.publish(self.topics.requests, command, status["region"])
+        return {"id": request_id, "status": "cancelled"}
+
+    # -- offers ----------------------------------------------------------------------------
+    async def answer_offer(self, org: str, offer_id: str, answer: str) -> dict[str, str]:
+        """Move the offer atomically (the answer races the timeout), then tell matching.
+
+        A repeated answer is answered again and re-sent: matching applies it once.
+        """
+        record = await self.offers.get(org, offer_id)
+        if record is None:
+            raise NotFound(f"offer {offer_id!r} not found")
+        moved = await self.offers.move(org, offer_id, answer)
+        if moved not in ("ok", "same"):
+            raise Conflict(f"offer {offer_id!r} is {moved}; it can no longer be {answer}")
+        command = CloudEvent(type=ANSWER_TYPES[answer], source=ev.SOURCE_INTAKE,
+                             subject=record.request_id,
+                             data={"request_id": record.request_id, "offer_id": offer_id},
+                             extensions={ev.ORG_EXTENSION: org})
+        await self.bus.publish(self.topics.requests, command, record.region)
+        return {"offer_id": offer_id, "status": answer}
+

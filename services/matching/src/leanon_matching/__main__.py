@@ -1,0 +1,17 @@
+"""python -m leanon_matching: run the matching service."""
+
+from leanon_shared.runtime import serve
+from leanon_shared.telemetry import setup_logging
+
+from leanon_matching.app import create_app
+from leanon_matching.settings import MatchingSettings
+
+
+def main() -> None:
+    settings = MatchingSettings()
+    setup_logging(settings.log_level)
+    serve(create_app(settings), settings.service_host, settings.matching_port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Matching domain: plain Python, no Kafka, Redis or HTTP."""

@@ -1,0 +1,61 @@
+"""The score of a helper for a request, in [0, 1], with the breakdown kept on every offer."""
+
+from __future__ import annotations
+
+from math import exp
+
+from leanon_matching.domain.model import Helper, Request, Scored, Weights
+
+MAX_LEVEL = 5
+
+
+def skill_score(helper: Helper, request: Request) -> float:
+    """Meeting the minimum earns 0.5; each level above it up to the maximum adds the rest."""
+    parts = []
+    for skill, minimum in request.skills.items():
+        level = helper.skills.get(skill, 0)
+        if minimum >= MAX_LEVEL:
+            parts.append(1.0)
+        else:
+            parts.append(0.5 + 0.5 * max(0, level - minimum) / (MAX_LEVEL - minimum))
+    return sum(parts) / len(parts)
+
+
+def distance_score(distance_km: float | None, scale_km: float) -> float:
+    return 1.0 if distance_km is None else exp(-distance_km / scale_km)
+
+
+def fairness_score(load: int, capacity: int) -> float:
+    """Spread work: a helper already holding assignments scores lower than an idle one."""
+    return max(0.0, 1.0 - load / capacity)
+
+
+def score(
+    helper: Helper,
+    request: Request,
+    *,
+    distance_km: float | None,
+    coverage: float,
+    load: int,
+    weights: Weights,
+    distance_scale_km: float = 10.0,
+) -> Scored:
+    breakdown = {
+        "skill": skill_score(helper, request),
+        "availability": coverage,
+        "distance": distance_score(distance_km, distance_scale_km),
+        "language": 1.0 if not request.languages or request.languages & helper.languages else 0.0,
+        "fairness": fairness_score(load, helper.capacity),
+    }
+    total_weight = (
+        weights.skill + weights.availability + weights.distance + weights.language + weights.fairness
+    )
+    value = (
+        weights.skill * breakdown["skill"]
+        + weights.availability * breakdown["availability"]
+        + weights.distance * breakdown["distance"]
+        + weights.language * breakdown["language"]
+        + weights.fairness * breakdown["fairness"]
+    ) / total_weight
+    rounded = {k: round(v, 4) for k, v in breakdown.items()}
+    return Scored(helper=helper, score=round(min(1.0, max(0.0, value)), 4), breakdown=rounded)

@@ -1,0 +1,80 @@
+"""Kafka entry points for notification."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import orjson
+from aiokafka import ConsumerRecord
+from pydantic import ValidationError
+
+from leanon_shared import cloudevents
+from leanon_shared import events as ev
+from leanon_shared.models import Contact, HelperRecord
+
+from leanon_notification import metrics
+from leanon_notification.contacts import ContactBook
+from leanon_notification.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+class HelperContacts:
+    """Helper contacts from the compacted helpers topic; a tombstone erases them."""
+
+    def __init__(self, book: ContactBook) -> None:
+        self.book = book
+
+    async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            org, _, helper_id = (record.key or b"").decode("utf-8", "replace").partition("/")
+            if record.value is None:
+                await self.book.erase(org, "helper", helper_id)
+                metrics.CONTACT_UPDATES.labels("erased").inc()
+                continue
+            try:
+                helper = HelperRecord.model_validate(orjson.loads(record.value))
+            except (orjson.JSONDecodeError, ValidationError):
+                log.error("skipping unreadable helper record at offset %s", record.offset)
+                continue
+            await self.book.put(helper.org, "helper", helper.helper_id, helper.profile.contact)
+            metrics.CONTACT_UPDATES.labels("helper").inc()
+
+
+class RequesterContacts:
+    """Requester contacts from submissions on {prefix}requests."""
+
+    def __init__(self, book: ContactBook) -> None:
+        self.book = book
+
+    async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            try:
+                command = cloudevents.decode(record.value, record.headers)
+                if command.type != ev.REQUEST_SUBMITTED:
+                    continue
+                org = command.ext(ev.ORG_EXTENSION) or ""
+                contact = command.data["request"].get("contact")
+                if contact:
+                    await self.book.put(org, "requester", command.data["request_id"],
+                                        Contact.model_validate(contact))
+                    metrics.CONTACT_UPDATES.labels("requester").inc()
+            except (cloudevents.InvalidEvent, ValidationError, KeyError, TypeError, AttributeError):
+                continue  # matching dead-letters bad commands; nothing to remember here
+
+
+class EventDeliveries:
+    """Lifecycle events to the people they concern."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        events = []
+        for record in records:
+            try:
+                events.append(cloudevents.decode(record.value, record.headers))
+            except cloudevents.InvalidEvent as exc:
+                log.error("unreadable event at %s/%s: %s", record.partition, record.offset, exc.code)
+        await self.dispatcher.deliver_all(events)

@@ -1,0 +1,190 @@
+"""Kafka plumbing every service uses: safe producer, topic creation, batch subscribers, DLQ.
+
+Producers use acks=all with idempotence. Subscribers take batches and commit only after the
+handler returns (AckPolicy.NACK_ON_ERROR): a handler that raises rewinds the batch so it comes
+again, so handlers must be idempotent and must send a record they can never process to a
+dead-letter topic instead of raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from leanon_shared.cloudevents import CloudEvent, encode
+from leanon_shared.settings import LeanOnSettings
+from leanon_shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+ERROR_HEADER = "x-leanon-error"
+ERROR_DETAIL_HEADER = "x-leanon-error-detail"
+RecordHandler = Callable[[Sequence[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
+
+
+def producer(settings: LeanOnSettings, client_id: str) -> AIOKafkaProducer:
+    """A producer that loses nothing it acknowledged: acks=all, idempotent, small linger."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=30_000,
+    )
+
+
+class EventBus:
+    """Publishes CloudEvents and raw records; every send returns only once Kafka has it."""
+
+    def __init__(self, settings: LeanOnSettings, client_id: str) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._kafka: AIOKafkaProducer | None = None
+
+    @property
+    def kafka(self) -> AIOKafkaProducer:
+        if self._kafka is None:
+            raise RuntimeError("EventBus used before start()")
+        return self._kafka
+
+    async def start(self) -> None:
+        """aiokafka wants its producer made inside the running loop, so it is made here."""
+        self._kafka = producer(self._settings, self._client_id)
+        await self._kafka.start()
+
+    async def stop(self) -> None:
+        await self.kafka.stop()
+
+    async def publish(self, topic: str, event: CloudEvent, key: str | bytes | None) -> None:
+        await self.publish_many(topic, [(event, key)])
+
+    async def publish_many(
+        self, topic: str, events: Iterable[tuple[CloudEvent, str | bytes | None]]
+    ) -> None:
+        """Send all without waiting on each, then wait for every acknowledgement."""
+        futures = []
+        for event, key in events:
+            value, headers = encode(event)
+            futures.append(await self.kafka.send(topic, value, key=_bytes(key), headers=headers))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        future = await self.kafka.send(topic, value, key=key, headers=list(headers))
+        await future
+
+    async def dead_letter(
+        self, topic: str, record: ConsumerRecord[bytes, bytes], code: str, detail: str
+    ) -> None:
+        """The original key, value and headers, plus why it was rejected."""
+        headers = [*record.headers, (ERROR_HEADER, code.encode()),
+                   (ERROR_DETAIL_HEADER, detail[:1000].encode("utf-8", "replace"))]
+        await self.send_raw(topic, record.value, record.key, headers)
+
+
+def _bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+async def ensure_topics(settings: LeanOnSettings, topics: Topics | None = None) -> None:
+    """Create LeanOn's topics if missing (idempotent; safe from every instance)."""
+    topics = topics or Topics(settings.topic_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="leanon-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, partitions, 1, topic_configs=configs)
+            for name, (partitions, configs) in topics.layout(settings.topic_partitions).items()
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass  # another instance won the race
+    finally:
+        await admin.close()
+
+
+def make_broker(settings: LeanOnSettings, client_id: str) -> KafkaBroker:
+    """The FastStream broker that hosts a service's subscribers."""
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        graceful_timeout=15.0,
+        logger=logging.getLogger(f"leanon.{client_id}.kafka"),
+        log_level=logging.DEBUG,  # per-message logs stay off the hot path
+    )
+
+
+def subscribe_batches(
+    broker: KafkaBroker,
+    topic: str,
+    group_id: str,
+    handler: RecordHandler,
+    *,
+    max_records: int = 500,
+) -> Any:
+    """Register a batch subscriber that hands raw records to `handler`, committing after it."""
+
+    async def on_batch(message: KafkaMessage) -> None:
+        raw = message.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)
+        await handler(records)
+
+    return broker.subscriber(
+        topic,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=50,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        parser=_raw_batch_parser,
+        decoder=_raw_decoder,
+        title=f"{group_id}:{topic}",
+    )(on_batch)
+
+
+async def _raw_batch_parser(records: Any, original: Any) -> Any:
+    """FastStream's own parser decodes every header as UTF-8 and so crash-loops on one that is
+    not; ours leaves records untouched (handlers read them raw) and never fails."""
+    parser = original.__self__
+    first, last = records[0], records[-1]
+    return parser.msg_class(
+        body=b"",
+        headers={},
+        batch_headers=[],
+        reply_to="",
+        content_type=None,
+        message_id=f"{first.topic}-{first.partition}-{first.offset}-{last.offset}",
+        correlation_id=None,
+        raw_message=records,
+        path={},
+        consumer=parser._consumer,
+    )
+
+
+async def _raw_decoder(message: Any) -> Any:
+    """Skip FastStream's JSON decoding: handlers read the raw records themselves."""
+    return None

@@ -1,0 +1,95 @@
+"""The offer status record in Redis: the one atomic arbiter between answers and timeouts.
+
+Matching writes the record before it announces an offer; intake moves it when a helper answers;
+matching moves it on timeout, cancel or withdrawal. Whoever moves it first wins, atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+# KEYS[1] = offer key; ARGV[1] = new status; ARGV[2..] = statuses it may move from.
+# Returns "ok" (moved), "same" (already there: a repeat), "missing", or the current status.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return 'missing' end
+if current == ARGV[1] then return 'same' end
+for i = 2, #ARGV do
+  if current == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'status', ARGV[1])
+    return 'ok'
+  end
+end
+return current
+"""
+
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "accepted": ("offered",),
+    "declined": ("offered",),
+    "expired": ("offered",),
+    "dropped": ("accepted",),
+    "withdrawn": ("offered", "accepted"),
+}
+RECORD_TTL_S = 14 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRecord:
+    org: str
+    offer_id: str
+    request_id: str
+    helper_id: str
+    region: str
+    status: str
+
+
+class OfferRecords:
+    """Offer status records under one key prefix."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._transition = redis.register_script(_TRANSITION)
+
+    def key(self, org: str, offer_id: str) -> str:
+        return f"{self._prefix}offer:{org}:{offer_id}"
+
+    async def create(self, record: OfferRecord) -> None:
+        key = self.key(record.org, record.offer_id)
+        mapping = {
+            "request_id": record.request_id,
+            "helper_id": record.helper_id,
+            "region": record.region,
+            "status": record.status,
+        }
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "status", record.status)
+            pipe.hset(key, mapping={k: v for k, v in mapping.items() if k != "status"})
+            pipe.expire(key, RECORD_TTL_S)
+            await pipe.execute()
+
+    async def get(self, org: str, offer_id: str) -> OfferRecord | None:
+        raw: dict[Any, Any] = await self._redis.hgetall(self.key(org, offer_id))
+        if not raw:
+            return None
+        text = {_s(k): _s(v) for k, v in raw.items()}
+        return OfferRecord(
+            org=org,
+            offer_id=offer_id,
+            request_id=text["request_id"],
+            helper_id=text["helper_id"],
+            region=text["region"],
+            status=text["status"],
+        )
+
+    async def move(self, org: str, offer_id: str, to: str) -> str:
+        """Move to `to` if allowed; returns 'ok', 'same', 'missing' or the blocking status."""
+        result = await self._transition(keys=[self.key(org, offer_id)], args=[to, *ALLOWED_FROM[to]])
+        return _s(result)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,38 @@
+"""Serving a service: uvicorn on loopback with uvloop, graceful on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+from redis.asyncio import Redis
+from starlette.types import ASGIApp
+
+
+def serve(app: ASGIApp, host: str, port: int) -> None:
+    """Run until SIGTERM/SIGINT; uvicorn then stops accepting and runs the app's shutdown."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+    uvicorn.Server(config).run()
+
+
+def redis_client(url: str) -> Redis:
+    """Redis with bounded waits; RESP2 keeps replies simple for Lua scripts."""
+    return Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, protocol=2,
+                          health_check_interval=30)
+
+
+async def redis_ready(redis: Redis) -> bool:
+    try:
+        return bool(await asyncio.wait_for(redis.ping(), timeout=2))
+    except Exception:
+        return False
