@@ -26,11 +26,10 @@ fetch() {
   touch "$LIBS/.complete"
 }
 
-kafka_java() {
-  java -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-       -Dlog4j2.configurationFile="$ROOT/deploy/local/log4j2.properties" \
-       -cp "$LIBS/*" "$@"
-}
+# A modest heap: Kafka shares these 2-core machines with everything else.
+JAVA_OPTS=(-Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+           "-Dlog4j2.configurationFile=$ROOT/deploy/local/log4j2.properties" -cp "$LIBS/*")
+kafka_java() { java "${JAVA_OPTS[@]}" "$@"; }
 
 write_config() {
   mkdir -p "$DATA/logs"
@@ -71,9 +70,7 @@ start() {
       -c "$DATA/server.properties" >>"$LOGFILE" 2>&1 || die "kafka storage format failed, see $LOGFILE"
   fi
   log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (log: $LOGFILE)"
-  nohup bash -c "exec -a leanon-kafka java -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-      -Djava.awt.headless=true -Dlog4j2.configurationFile='$ROOT/deploy/local/log4j2.properties' \
-      -cp '$LIBS/*' kafka.Kafka '$DATA/server.properties'" >>"$LOGFILE" 2>&1 &
+  nohup java "${JAVA_OPTS[@]}" kafka.Kafka "$DATA/server.properties" >>"$LOGFILE" 2>&1 &
   echo $! >"$PIDFILE"
   wait_until "${LEANON_KAFKA_START_TIMEOUT_S:-90}" "Kafka on $BOOTSTRAP" \
     bash -c "source '$ROOT/deploy/local/common.sh'; pid_alive '$PIDFILE' || exit 2; port_open $KAFKA_HOST $KAFKA_PORT" \

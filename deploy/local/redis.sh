@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local Redis from Debian's redis-server, installed when missing, bound to loopback.
-# Usage: redis.sh start|stop|status
+# Usage: redis.sh start|stop|status|install
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 URL="${LEANON_REDIS_URL:-redis://127.0.0.1:6379/0}"
@@ -44,6 +44,7 @@ start() {
 case "${1:-}" in
   start) start ;;
   stop) stop_pidfile "$PIDFILE" "Redis on port $REDIS_PORT" ;;
+  install) install_redis ;;
   status) if pid_alive "$PIDFILE"; then echo "running (pid $(cat "$PIDFILE"))"; else echo "not started by LeanOn"; fi ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
 esac

@@ -73,7 +73,9 @@ def _text(name: str, raw: Any) -> str:
     if not isinstance(raw, str):
         raise InvalidEvent("bad-attribute", f"attribute {name!r} must be a string")
     if len(raw) > MAX_ATTRIBUTE_LENGTH:
-        raise InvalidEvent("bad-attribute", f"attribute {name!r} is longer than {MAX_ATTRIBUTE_LENGTH}")
+        raise InvalidEvent(
+            "bad-attribute", f"attribute {name!r} is longer than {MAX_ATTRIBUTE_LENGTH}"
+        )
     return raw
 
 
@@ -89,7 +91,9 @@ def _build(attrs: Mapping[str, Any], data: Any) -> CloudEvent:
         if name in _CORE:
             continue
         if not _EXTENSION_NAME.match(name):
-            raise InvalidEvent("bad-attribute", f"extension name {name[:40]!r} is not [a-z0-9]{{1,20}}")
+            raise InvalidEvent(
+                "bad-attribute", f"extension name {name[:40]!r} is not [a-z0-9]{{1,20}}"
+            )
         extensions[name] = value
     return CloudEvent(
         type=values["type"],

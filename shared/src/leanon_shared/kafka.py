@@ -9,6 +9,7 @@ dead-letter topic instead of raising.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -94,8 +95,11 @@ class EventBus:
         self, topic: str, record: ConsumerRecord[bytes, bytes], code: str, detail: str
     ) -> None:
         """The original key, value and headers, plus why it was rejected."""
-        headers = [*record.headers, (ERROR_HEADER, code.encode()),
-                   (ERROR_DETAIL_HEADER, detail[:1000].encode("utf-8", "replace"))]
+        headers = [
+            *record.headers,
+            (ERROR_HEADER, code.encode()),
+            (ERROR_DETAIL_HEADER, detail[:1000].encode("utf-8", "replace")),
+        ]
         await self.send_raw(topic, record.value, record.key, headers)
 
 
@@ -106,7 +110,9 @@ def _bytes(key: str | bytes | None) -> bytes | None:
 async def ensure_topics(settings: LeanOnSettings, topics: Topics | None = None) -> None:
     """Create LeanOn's topics if missing (idempotent; safe from every instance)."""
     topics = topics or Topics(settings.topic_prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="leanon-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="leanon-admin"
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -116,10 +122,9 @@ async def ensure_topics(settings: LeanOnSettings, topics: Topics | None = None) 
             if name not in existing
         ]
         if wanted:
-            try:
+            # Another instance may win the race to create them; that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass  # another instance won the race
     finally:
         await admin.close()
 

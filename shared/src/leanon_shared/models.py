@@ -6,7 +6,6 @@ Services convert these to their own domain types; nothing here knows about match
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
@@ -107,7 +106,11 @@ def host_is_private(host: str, resolve: bool = True) -> bool:
             return False  # unresolvable now; delivery checks again
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     return any(
-        a.is_private or a.is_loopback or a.is_link_local or a.is_reserved or a.is_unspecified
+        a.is_private
+        or a.is_loopback
+        or a.is_link_local
+        or a.is_reserved
+        or a.is_unspecified
         or a.is_multicast
         for a in addresses
     )
@@ -115,7 +118,9 @@ def host_is_private(host: str, resolve: bool = True) -> bool:
 
 class Contact(WireModel):
     webhook_url: str | None = Field(default=None, max_length=2048)
-    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+    email: str | None = Field(
+        default=None, max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
+    )
 
     @field_validator("webhook_url")
     @classmethod

@@ -87,7 +87,9 @@ class OfferRecords:
 
     async def move(self, org: str, offer_id: str, to: str) -> str:
         """Move to `to` if allowed; returns 'ok', 'same', 'missing' or the blocking status."""
-        result = await self._transition(keys=[self.key(org, offer_id)], args=[to, *ALLOWED_FROM[to]])
+        result = await self._transition(
+            keys=[self.key(org, offer_id)], args=[to, *ALLOWED_FROM[to]]
+        )
         return _s(result)
 
 

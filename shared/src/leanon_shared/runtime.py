@@ -27,8 +27,9 @@ def serve(app: ASGIApp, host: str, port: int) -> None:
 
 def redis_client(url: str) -> Redis:
     """Redis with bounded waits; RESP2 keeps replies simple for Lua scripts."""
-    return Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, protocol=2,
-                          health_check_interval=30)
+    return Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, protocol=2, health_check_interval=30
+    )
 
 
 async def redis_ready(redis: Redis) -> bool:

@@ -35,7 +35,9 @@ class LeanOnSettings(BaseSettings):
 
     @property
     def allowed_webhook_hosts(self) -> frozenset[str]:
-        return frozenset(h.strip().lower() for h in self.webhook_allow_hosts.split(",") if h.strip())
+        return frozenset(
+            h.strip().lower() for h in self.webhook_allow_hosts.split(",") if h.strip()
+        )
 
 
 def require_secret(name: str, value: SecretStr | None, min_length: int = 16) -> str:

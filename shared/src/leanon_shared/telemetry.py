@@ -55,8 +55,9 @@ def health_routes(ready: ReadinessCheck) -> list[Route]:
         except Exception as exc:  # a failing check means not ready, never a 500
             return JSONResponse({"status": "not ready", "error": type(exc).__name__}, 503)
         ok = all(checks.values())
-        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
-                            200 if ok else 503)
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503
+        )
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

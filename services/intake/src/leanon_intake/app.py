@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
 from leanon_shared.runtime import redis_client, redis_ready
@@ -38,8 +37,12 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         offers=OfferRecords(redis, settings.topic_prefix),
         allowed_webhook_hosts=settings.allowed_webhook_hosts,
     )
-    subscribe_batches(broker, topics.intake, "leanon-intake",
-                      IntakeEvents(intake, bus, topics.intake_dlq, frozenset(key_to_org.values())))
+    subscribe_batches(
+        broker,
+        topics.intake,
+        "leanon-intake",
+        IntakeEvents(intake, bus, topics.intake_dlq, frozenset(key_to_org.values())),
+    )
     subscribe_batches(broker, topics.events, "leanon-intake-status", StatusProjection(statuses))
 
     @contextlib.asynccontextmanager

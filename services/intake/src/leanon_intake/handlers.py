@@ -6,12 +6,11 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
-from pydantic import ValidationError
-
 from leanon_shared import cloudevents
 from leanon_shared import events as ev
 from leanon_shared.kafka import EventBus
 from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
+from pydantic import ValidationError
 
 from leanon_intake import metrics
 from leanon_intake.errors import IntakeError
@@ -72,7 +71,9 @@ class IntakeEvents:
             raise Rejected("unknown-type", f"type {event.type[:100]!r} is not accepted")
         data = event.data if isinstance(event.data, dict) else None
         if event.type == ev.HELPER_UPSERTED:
-            await self.intake.upsert_helper(org, _subject(event), HelperProfile.model_validate(data))
+            await self.intake.upsert_helper(
+                org, _subject(event), HelperProfile.model_validate(data)
+            )
         elif event.type == ev.HELPER_REMOVED:
             await self.intake.remove_helper(org, _subject(event))
         elif event.type == ev.REQUEST_SUBMITTED:
@@ -106,6 +107,8 @@ class StatusProjection:
             try:
                 event = cloudevents.decode(record.value, record.headers)
             except cloudevents.InvalidEvent as exc:
-                log.error("unreadable event at %s/%s: %s", record.partition, record.offset, exc.code)
+                log.error(
+                    "unreadable event at %s/%s: %s", record.partition, record.offset, exc.code
+                )
                 continue
             await self.statuses.apply(event)

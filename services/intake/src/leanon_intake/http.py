@@ -1,16 +1,14 @@
 # FastAPI reads annotations at runtime, so this module does not postpone them.
 """The HTTP API of the contract: thin routes over the Intake service."""
 
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
 
 from leanon_intake.errors import IntakeError
 from leanon_intake.service import Intake
@@ -54,10 +52,15 @@ def build_router(intake: Intake, key_to_org: dict[str, str]) -> APIRouter:
     Org = Annotated[str, Depends(org_of)]
     router = APIRouter(prefix="/v1")
 
-    @router.put("/helpers/{helper_id}", response_model=HelperSaved, status_code=200,
-                responses={201: {"model": HelperSaved}})
-    async def put_helper(helper_id: IdPath, profile: HelperProfile, org: Org,
-                         response: Response) -> HelperSaved:
+    @router.put(
+        "/helpers/{helper_id}",
+        response_model=HelperSaved,
+        status_code=200,
+        responses={201: {"model": HelperSaved}},
+    )
+    async def put_helper(
+        helper_id: IdPath, profile: HelperProfile, org: Org, response: Response
+    ) -> HelperSaved:
         version, created = await intake.upsert_helper(org, helper_id, profile)
         response.status_code = 201 if created else 200
         return HelperSaved(id=helper_id, version=version)
@@ -79,8 +82,11 @@ def build_router(intake: Intake, key_to_org: dict[str, str]) -> APIRouter:
         idempotency_key: Annotated[Identifier | None, Header()] = None,
     ) -> RequestAccepted:
         result = await intake.submit_request(org, submission, submission.id or idempotency_key)
-        return RequestAccepted(id=result.id, status=result.status,
-                               status_url=str(request.url_for("get_request", request_id=result.id)))
+        return RequestAccepted(
+            id=result.id,
+            status=result.status,
+            status_url=str(request.url_for("get_request", request_id=result.id)),
+        )
 
     @router.get("/requests/{request_id}", name="get_request")
     async def get_request(request_id: IdPath, org: Org) -> dict[str, Any]:
@@ -157,9 +163,16 @@ class BodyLimit:
 
     async def _too_large(self, send: Send) -> None:
         body = b'{"error":"too-large","detail":"body exceeds %d bytes"}' % self.max_bytes
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

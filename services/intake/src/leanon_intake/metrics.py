@@ -2,5 +2,6 @@
 
 from prometheus_client import Counter
 
-INGESTED = Counter("leanon_intake_cloudevents_total", "CloudEvents read from {prefix}intake",
-                   ["outcome"])
+INGESTED = Counter(
+    "leanon_intake_cloudevents_total", "CloudEvents read from {prefix}intake", ["outcome"]
+)

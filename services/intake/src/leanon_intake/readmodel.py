@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
-
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, now_iso
+from redis.asyncio import Redis
 
 STATUS_TTL_S = 30 * 24 * 3600
 OFFER_STATUS = {
@@ -74,8 +73,11 @@ class RequestStatuses:
             "updated_at": now_iso(),
             "region": region,
         }
-        return bool(await self._r.set(self._key(org, request_id), orjson.dumps(body), nx=True,
-                                      ex=STATUS_TTL_S))
+        return bool(
+            await self._r.set(
+                self._key(org, request_id), orjson.dumps(body), nx=True, ex=STATUS_TTL_S
+            )
+        )
 
     async def apply(self, event: CloudEvent) -> None:
         """Fold one lifecycle event in; replaying the events topic rebuilds the same view."""
@@ -84,13 +86,20 @@ class RequestStatuses:
         request_id = data.get("request_id") or event.subject
         if not org or not request_id:
             return
-        if event.type not in OFFER_STATUS and event.type not in REQUEST_STATUS \
-                and event.type != ev.REQUEST_ACCEPTED:
+        if (
+            event.type not in OFFER_STATUS
+            and event.type not in REQUEST_STATUS
+            and event.type != ev.REQUEST_ACCEPTED
+        ):
             return
         key = self._key(org, request_id)
         current = await self.get(org, request_id) or {
-            "id": request_id, "status": "pending", "helpers_needed": data.get("helpers_needed", 1),
-            "assignments": [], "reason": None, "region": event.ext("region"),
+            "id": request_id,
+            "status": "pending",
+            "helpers_needed": data.get("helpers_needed", 1),
+            "assignments": [],
+            "reason": None,
+            "region": event.ext("region"),
         }
         if event.type in OFFER_STATUS:
             self._offer(current, event.type, data)
@@ -109,8 +118,13 @@ class RequestStatuses:
         assignments: list[dict[str, Any]] = current["assignments"]
         found = next((a for a in assignments if a["offer_id"] == offer_id), None)
         if found is None:
-            found = {"offer_id": offer_id, "helper_id": data.get("helper_id"), "status": "offered",
-                     "score": data.get("score"), "breakdown": data.get("breakdown")}
+            found = {
+                "offer_id": offer_id,
+                "helper_id": data.get("helper_id"),
+                "status": "offered",
+                "score": data.get("score"),
+                "breakdown": data.get("breakdown"),
+            }
             assignments.append(found)
         found["status"] = OFFER_STATUS[type_]
         if type_ == ev.OFFER_CREATED:

@@ -28,8 +28,11 @@ from leanon_shared.topics import Topics
 from leanon_intake.errors import Conflict, Invalid, NotFound
 from leanon_intake.readmodel import HelperProfiles, RequestStatuses
 
-ANSWER_TYPES = {"accepted": ev.OFFER_ACCEPTED, "declined": ev.OFFER_DECLINED,
-                "dropped": ev.OFFER_DROPPED}
+ANSWER_TYPES = {
+    "accepted": ev.OFFER_ACCEPTED,
+    "declined": ev.OFFER_DECLINED,
+    "dropped": ev.OFFER_DROPPED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +61,29 @@ class Intake:
         self.allowed_webhook_hosts = allowed_webhook_hosts
 
     def _check_contact(self, contact: Any) -> None:
-        if contact is not None and (reason := check_webhook_host(contact, self.allowed_webhook_hosts)):
+        if contact is not None and (
+            reason := check_webhook_host(contact, self.allowed_webhook_hosts)
+        ):
             raise Invalid(reason)
 
     # -- helpers ---------------------------------------------------------------------------
-    async def upsert_helper(self, org: str, helper_id: str, profile: HelperProfile) -> tuple[int, bool]:
+    async def upsert_helper(
+        self, org: str, helper_id: str, profile: HelperProfile
+    ) -> tuple[int, bool]:
         """Publish the profile to the compacted helpers topic; returns (version, created)."""
         self._check_contact(profile.contact)
         existed = await self.profiles.get(org, helper_id) is not None
         version = await self.profiles.next_version(org, helper_id)
-        record = HelperRecord(org=org, helper_id=helper_id, version=version, profile=profile,
-                              updated_at=datetime.now(UTC))
-        await self.bus.send_raw(self.topics.helpers, record.model_dump_json().encode(),
-                                helper_key(org, helper_id))
+        record = HelperRecord(
+            org=org,
+            helper_id=helper_id,
+            version=version,
+            profile=profile,
+            updated_at=datetime.now(UTC),
+        )
+        await self.bus.send_raw(
+            self.topics.helpers, record.model_dump_json().encode(), helper_key(org, helper_id)
+        )
         stored = {"id": helper_id, "version": version, **profile.model_dump(mode="json")}
         await self.profiles.put(org, helper_id, stored)
         return version, not existed
@@ -90,16 +103,25 @@ class Intake:
 
     # -- requests --------------------------------------------------------------------------
     async def submit_request(
-        self, org: str, submission: RequestSubmission, request_id: str | None, event_id: str | None = None
+        self,
+        org: str,
+        submission: RequestSubmission,
+        request_id: str | None,
+        event_id: str | None = None,
     ) -> Submitted:
         request_id = request_id or submission.id or str(uuid.uuid4())
         existing = await self.statuses.get(org, request_id)
         if existing is not None:
             return Submitted(request_id, existing["status"], created=False)
         self._check_contact(submission.contact)
-        region = region_key(request_id, *(
-            (submission.location.lat, submission.location.lon) if submission.location else (None, None)
-        ))
+        region = region_key(
+            request_id,
+            *(
+                (submission.location.lat, submission.location.lon)
+                if submission.location
+                else (None, None)
+            ),
+        )
         body = submission.model_dump(mode="json") | {"id": request_id}
         command = CloudEvent(
             type=ev.REQUEST_SUBMITTED,
@@ -127,9 +149,13 @@ class Intake:
             raise NotFound(f"request {request_id!r} not found")
         if status["status"] in ("expired",):
             raise Conflict(f"request {request_id!r} is already {status['status']}")
-        command = CloudEvent(type=ev.REQUEST_CANCELLED, source=ev.SOURCE_INTAKE,
-                             subject=request_id, data={"request_id": request_id},
-                             extensions={ev.ORG_EXTENSION: org})
+        command = CloudEvent(
+            type=ev.REQUEST_CANCELLED,
+            source=ev.SOURCE_INTAKE,
+            subject=request_id,
+            data={"request_id": request_id},
+            extensions={ev.ORG_EXTENSION: org},
+        )
         await self.bus.publish(self.topics.requests, command, status["region"])
         return {"id": request_id, "status": "cancelled"}
 
@@ -145,10 +171,12 @@ class Intake:
         moved = await self.offers.move(org, offer_id, answer)
         if moved not in ("ok", "same"):
             raise Conflict(f"offer {offer_id!r} is {moved}; it can no longer be {answer}")
-        command = CloudEvent(type=ANSWER_TYPES[answer], source=ev.SOURCE_INTAKE,
-                             subject=record.request_id,
-                             data={"request_id": record.request_id, "offer_id": offer_id},
-                             extensions={ev.ORG_EXTENSION: org})
+        command = CloudEvent(
+            type=ANSWER_TYPES[answer],
+            source=ev.SOURCE_INTAKE,
+            subject=record.request_id,
+            data={"request_id": record.request_id, "offer_id": offer_id},
+            extensions={ev.ORG_EXTENSION: org},
+        )
         await self.bus.publish(self.topics.requests, command, record.region)
         return {"offer_id": offer_id, "status": answer}
-

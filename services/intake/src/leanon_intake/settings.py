@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-
 from leanon_shared.settings import PLACEHOLDER_SECRETS, LeanOnSettings, SettingsError
+from pydantic import Field, SecretStr
 
 
 class IntakeSettings(LeanOnSettings):
@@ -21,8 +20,10 @@ class IntakeSettings(LeanOnSettings):
             if not sep or not org or not key:
                 raise SettingsError("LEANON_API_KEYS entries must look like org:key")
             if key.lower() in PLACEHOLDER_SECRETS or len(key) < 16:
-                raise SettingsError(f"LEANON_API_KEYS: the key of org {org!r} is too short "
-                                    "(16+ characters) or a placeholder")
+                raise SettingsError(
+                    f"LEANON_API_KEYS: the key of org {org!r} is too short "
+                    "(16+ characters) or a placeholder"
+                )
             mapping[key] = org
         if not mapping:
             raise SettingsError("LEANON_API_KEYS must name at least one org:key pair")

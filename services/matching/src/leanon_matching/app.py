@@ -8,8 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from starlette.applications import Starlette
-
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
@@ -17,6 +15,7 @@ from leanon_shared.offers import OfferRecords
 from leanon_shared.runtime import redis_client, redis_ready
 from leanon_shared.telemetry import health_routes
 from leanon_shared.topics import Topics
+from starlette.applications import Starlette
 
 from leanon_matching import metrics
 from leanon_matching.handlers import CommandHandler, IndexHandler
@@ -51,8 +50,12 @@ def create_app(settings: MatchingSettings) -> Starlette:
         config=settings.matching_config(),
     )
     subscribe_batches(broker, topics.helpers, "leanon-matching-index", IndexHandler(matcher.index))
-    subscribe_batches(broker, topics.requests, "leanon-matching",
-                      CommandHandler(matcher, bus, topics.matching_dlq))
+    subscribe_batches(
+        broker,
+        topics.requests,
+        "leanon-matching",
+        CommandHandler(matcher, bus, topics.matching_dlq),
+    )
 
     async def fire_timers() -> None:
         """Turn due timers into commands on the request's own partition, so its owner acts."""
@@ -62,11 +65,17 @@ def create_app(settings: MatchingSettings) -> Starlette:
                 commands = []
                 for t in due:
                     kind = ev.OFFER_TIMEOUT if t["kind"] == "offer" else ev.REQUEST_EXPIRY
-                    data = {"request_id": t["request_id"], **({"offer_id": t["offer_id"]}
-                                                            if "offer_id" in t else {})}
-                    command = CloudEvent(type=kind, source=ev.SOURCE_MATCHING,
-                                         subject=t["request_id"], data=data,
-                                         extensions={ev.ORG_EXTENSION: t["org"]})
+                    data = {
+                        "request_id": t["request_id"],
+                        **({"offer_id": t["offer_id"]} if "offer_id" in t else {}),
+                    }
+                    command = CloudEvent(
+                        type=kind,
+                        source=ev.SOURCE_MATCHING,
+                        subject=t["request_id"],
+                        data=data,
+                        extensions={ev.ORG_EXTENSION: t["org"]},
+                    )
                     commands.append((command, t["region"]))
                 await bus.publish_many(topics.requests, commands)
                 for t in due:

@@ -52,8 +52,10 @@ def pack_helper(h: Helper) -> dict[str, Any]:
         "p": [h.lat, h.lon] if h.lat is not None else None,
         "r": h.radius_km,
         "z": h.timezone,
-        "w": [[s.weekday, s.start.isoformat("minutes"), s.end.isoformat("minutes"), s.ends_next_day]
-              for s in h.weekly],
+        "w": [
+            [s.weekday, s.start.isoformat("minutes"), s.end.isoformat("minutes"), s.ends_next_day]
+            for s in h.weekly
+        ],
         "x": [[i.start.isoformat(), i.end.isoformat()] for i in h.windows],
         "c": h.capacity,
     }
@@ -70,10 +72,12 @@ def unpack_helper(raw: dict[str, Any]) -> Helper:
         lon=pos[1] if pos else None,
         radius_km=raw["r"],
         timezone=raw["z"],
-        weekly=tuple(Slot(w[0], time.fromisoformat(w[1]), time.fromisoformat(w[2]), w[3])
-                     for w in raw["w"]),
-        windows=tuple(Interval(datetime.fromisoformat(a), datetime.fromisoformat(b))
-                      for a, b in raw["x"]),
+        weekly=tuple(
+            Slot(w[0], time.fromisoformat(w[1]), time.fromisoformat(w[2]), w[3]) for w in raw["w"]
+        ),
+        windows=tuple(
+            Interval(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in raw["x"]
+        ),
         capacity=raw["c"],
     )
 

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 import orjson
 from aiokafka import ConsumerRecord
-from pydantic import ValidationError
-
 from leanon_shared import cloudevents
 from leanon_shared.kafka import EventBus
 from leanon_shared.models import HelperRecord
+from pydantic import ValidationError
 
 from leanon_matching import metrics
 from leanon_matching.convert import helper_from_record
@@ -38,8 +37,11 @@ class IndexHandler:
             try:
                 helper = helper_from_record(HelperRecord.model_validate(orjson.loads(record.value)))
             except (orjson.JSONDecodeError, ValidationError) as exc:
-                log.error("skipping unreadable helper record at offset %s: %s", record.offset,
-                          type(exc).__name__)
+                log.error(
+                    "skipping unreadable helper record at offset %s: %s",
+                    record.offset,
+                    type(exc).__name__,
+                )
                 metrics.INDEX_UPDATES.labels("unreadable").inc()
                 continue
             await self.index.upsert(helper)
@@ -62,6 +64,9 @@ class CommandHandler:
                     await self.matcher.handle(command)
             except POISON as exc:
                 code = getattr(exc, "code", type(exc).__name__)
-                log.error("dead-lettering command at %s/%s: %s", record.partition, record.offset, code)
+                log.error(
+                    "dead-lettering command at %s/%s: %s", record.partition, record.offset, code
+                )
                 await self.bus.dead_letter(self.dlq_topic, record, code, str(exc))
                 metrics.DEAD_LETTERS.inc()
+        await self.matcher.flush()

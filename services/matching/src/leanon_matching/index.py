@@ -7,7 +7,8 @@ reaches it, so candidate generation never scans all helpers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import h3
@@ -35,7 +36,10 @@ TIERS: tuple[Tier, ...] = (
     Tier("t500", 500, 1),
 )
 RING = 2
-REMOTE_SAMPLE = 500
+# Work per request stays bounded in a dense city: at most this many profiles are examined.
+# (A sample, for now: pre-ranked sets that keep the best rather than a random few come with
+# the matching issue.)
+MAX_CANDIDATES = 256
 
 
 def tier_for(radius_km: float) -> Tier:
@@ -109,10 +113,12 @@ class HelperIndex:
         if min(sizes) == 0:
             return []
         rarest = skills[sizes.index(min(sizes))]
+        raw_ids: Iterable[bytes | str]
         if request.lat is None or request.lon is None:
-            raw_ids = await self._r.srandmember(
-                self._skill_set(request.org, rarest), REMOTE_SAMPLE
+            sampled = await self._r.srandmember(
+                self._skill_set(request.org, rarest), MAX_CANDIDATES
             )
+            raw_ids = sampled if isinstance(sampled, list) else []
         else:
             keys = []
             for tier in TIERS:
@@ -122,12 +128,16 @@ class HelperIndex:
                     for c in h3.grid_disk(center, RING)
                 ]
             raw_ids = await self._r.sunion(keys)
-        ids = sorted(i.decode() if isinstance(i, bytes) else i for i in raw_ids)
+        ids = sorted(i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids)
+        if len(ids) > MAX_CANDIDATES:
+            ids = random.Random(request.id).sample(ids, MAX_CANDIDATES)
         return await self.get_many(request.org, ids)
 
     async def is_current(self) -> bool:
         raw = await self._r.get(self.version_key)
-        return raw is not None and (raw.decode() if isinstance(raw, bytes) else raw) == INDEX_VERSION
+        return (
+            raw is not None and (raw.decode() if isinstance(raw, bytes) else raw) == INDEX_VERSION
+        )
 
     async def mark_current(self) -> None:
         await self._r.set(self.version_key, INDEX_VERSION)

@@ -3,7 +3,9 @@
 from prometheus_client import Counter, Histogram
 
 COMMAND_SECONDS = Histogram(
-    "leanon_matching_command_seconds", "Time to apply one command", ["type"],
+    "leanon_matching_command_seconds",
+    "Time to apply one command",
+    ["type"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5),
 )
 OFFERS = Counter("leanon_matching_offers_total", "Offers made")

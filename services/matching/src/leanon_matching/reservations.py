@@ -69,7 +69,13 @@ class Reservations:
         now: datetime,
     ) -> bool:
         """Hold a slot for the offer; idempotent for the same offer id."""
-        args = [offer_id, int(start.timestamp()), int(end.timestamp()), capacity, int(now.timestamp())]
+        args: list[str | int] = [
+            offer_id,
+            int(start.timestamp()),
+            int(end.timestamp()),
+            capacity,
+            int(now.timestamp()),
+        ]
         return bool(await self._reserve(keys=[self.key(org, helper_id)], args=args))
 
     async def release(self, org: str, helper_id: str, offer_id: str) -> None:

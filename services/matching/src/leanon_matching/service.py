@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -37,11 +37,14 @@ class MatchingConfig:
     offer_ttl_s: float = 120.0
     coverage_threshold: float = 1.0
     distance_scale_km: float = 10.0
-    weights: Weights = Weights()
+    weights: Weights = field(default_factory=Weights)
 
 
 class Matcher:
-    """One command in, the request's state moved, offers reserved, events out (via outbox)."""
+    """Commands in, the request's state moved, offers reserved, events out via an outbox.
+
+    Call `handle` for each command of a batch, then `flush` once before committing offsets.
+    """
 
     def __init__(
         self,
@@ -63,6 +66,7 @@ class Matcher:
         self.publish = publish
         self.config = config
         self.clock = clock
+        self._dirty: dict[tuple[str, str], tuple[RequestState, dict[str, Any]]] = {}
 
     async def handle(self, command: CloudEvent) -> None:
         org = command.ext(ev.ORG_EXTENSION) or ""
@@ -75,7 +79,6 @@ class Matcher:
             log.warning("command %s for unknown request %s/%s", command.type, org, request_id)
             return
         state, raw = loaded
-        await self._flush_outbox(state, raw)
         request = self._request(org, raw)
         changes: list[Change] = []
         if command.type in ev.OFFER_ANSWERS:
@@ -91,7 +94,10 @@ class Matcher:
             log.warning("unknown command type %s", command.type)
             return
         await self._release(org, state, changes)
-        if any(c.type in (ev.OFFER_DECLINED_EVT, ev.OFFER_EXPIRED, ev.OFFER_DROPPED_EVT) for c in changes):
+        if any(
+            c.type in (ev.OFFER_DECLINED_EVT, ev.OFFER_EXPIRED, ev.OFFER_DROPPED_EVT)
+            for c in changes
+        ):
             changes += await self._fill(state, request)
         await self._commit(state, raw, request, changes)
 
@@ -101,7 +107,9 @@ class Matcher:
         request_id, region = data["request_id"], data["region"]
         existing = await self.store.load(org, request_id)
         if existing is not None:  # a redelivery: publish whatever was not yet published
-            await self._flush_outbox(*existing)
+            state, raw = existing
+            if raw.get("outbox"):
+                self._dirty[(org, request_id)] = (state, raw)
             return
         sub = RequestSubmission.model_validate(data["request"])
         request = request_from_submission(org, request_id, region, sub)
@@ -121,16 +129,25 @@ class Matcher:
             return []
         helpers = await self.index.candidates(request)
         asked = state.asked
-        checks = [(h, check(h, request, asked=asked,
-                            coverage_threshold=self.config.coverage_threshold)) for h in helpers]
+        checks = [
+            (h, check(h, request, asked=asked, coverage_threshold=self.config.coverage_threshold))
+            for h in helpers
+        ]
         eligible = [(h, c) for h, c in checks if c.rejection is None]
         loads = await self.reservations.loads(
             request.org, [h.id for h, _ in eligible], request.window.start, request.window.end
         )
         ranked: list[Scored] = sorted(
             (
-                score(h, request, distance_km=c.distance_km, coverage=c.coverage, load=load,
-                      weights=self.config.weights, distance_scale_km=self.config.distance_scale_km)
+                score(
+                    h,
+                    request,
+                    distance_km=c.distance_km,
+                    coverage=c.coverage,
+                    load=load,
+                    weights=self.config.weights,
+                    distance_scale_km=self.config.distance_scale_km,
+                )
                 for (h, c), load in zip(eligible, loads, strict=True)
                 if load < h.capacity
             ),
@@ -143,20 +160,46 @@ class Matcher:
         for candidate in ranked:
             if state.open_slots == 0:
                 break
-            offer_id = str(uuid.uuid5(OFFER_NAMESPACE, f"{request.org}/{request.id}/{candidate.helper.id}"))
+            offer_id = str(
+                uuid.uuid5(OFFER_NAMESPACE, f"{request.org}/{request.id}/{candidate.helper.id}")
+            )
             if not await self.reservations.reserve(
-                request.org, candidate.helper.id, offer_id, request.window.start,
-                request.window.end, candidate.helper.capacity, now,
+                request.org,
+                candidate.helper.id,
+                offer_id,
+                request.window.start,
+                request.window.end,
+                candidate.helper.capacity,
+                now,
             ):
                 full += 1
                 continue
-            offer = Offer(offer_id, candidate.helper.id, "offered", candidate.score,
-                          candidate.breakdown, expires.isoformat())
-            await self.offers.create(OfferRecord(request.org, offer_id, request.id,
-                                                 candidate.helper.id, request.region, "offered"))
+            offer = Offer(
+                offer_id,
+                candidate.helper.id,
+                "offered",
+                candidate.score,
+                candidate.breakdown,
+                expires.isoformat(),
+            )
+            await self.offers.create(
+                OfferRecord(
+                    request.org,
+                    offer_id,
+                    request.id,
+                    candidate.helper.id,
+                    request.region,
+                    "offered",
+                )
+            )
             await self.timers.schedule(
-                {"kind": "offer", "org": request.org, "request_id": request.id,
-                 "region": request.region, "offer_id": offer_id},
+                {
+                    "kind": "offer",
+                    "org": request.org,
+                    "request_id": request.id,
+                    "region": request.region,
+                    "offer_id": offer_id,
+                },
                 expires.timestamp(),
             )
             change = state.add_offer(offer)
@@ -193,20 +236,30 @@ class Matcher:
     async def _commit(
         self, state: RequestState, raw: dict[str, Any], request: Request, changes: list[Change]
     ) -> None:
-        """Save state with its outbox, publish, then clear the outbox: nothing lost, no repeats
-        that a receiver could tell apart (the event ids in the outbox never change)."""
-        outbox = [self._to_event(state, request, c) for c in changes]
-        raw = raw | {"outbox": [self._event_dict(e) for e in outbox]}
-        await self.store.save(state, raw)
-        await self._flush_outbox(state, raw)
+        """Save the state with its outbox; `flush` publishes every outbox of the batch at once.
 
-    async def _flush_outbox(self, state: RequestState, raw: dict[str, Any]) -> None:
-        pending = raw.get("outbox") or []
-        if not pending:
-            return
-        await self.publish([CloudEvent(**e) for e in pending])
-        raw["outbox"] = []
+        The events keep their ids in the outbox, so a crash before the outbox is cleared means
+        the same events are sent again, which receivers treat as one (CloudEvents source+id).
+        """
+        outbox = [
+            *raw.get("outbox", []),
+            *(self._event_dict(self._to_event(state, request, c)) for c in changes),
+        ]
+        raw = raw | {"outbox": outbox}
         await self.store.save(state, raw)
+        if outbox:
+            self._dirty[(state.org, state.request_id)] = (state, raw)
+
+    async def flush(self) -> int:
+        """Publish the outboxes of every request touched since the last flush, then clear them."""
+        if not self._dirty:
+            return 0
+        dirty, self._dirty = self._dirty, {}
+        events = [CloudEvent(**e) for _, raw in dirty.values() for e in raw["outbox"]]
+        await self.publish(events)
+        for state, raw in dirty.values():
+            await self.store.save(state, raw | {"outbox": []})
+        return len(events)
 
     # -- event shapes ----------------------------------------------------------------------
     def _request(self, org: str, raw: dict[str, Any]) -> Request:
@@ -219,7 +272,10 @@ class Matcher:
             "helper_id": offer.helper_id,
             "score": offer.score,
             "breakdown": offer.breakdown,
-            "window": {"start": request.window.start.isoformat(), "end": request.window.end.isoformat()},
+            "window": {
+                "start": request.window.start.isoformat(),
+                "end": request.window.end.isoformat(),
+            },
             "expires_at": offer.expires_at,
             "skills": request.skills,
             "description": request.description,
@@ -227,8 +283,13 @@ class Matcher:
 
     def _to_event(self, state: RequestState, request: Request, change: Change) -> CloudEvent:
         data = {"request_id": state.request_id, **change.data}
-        if change.type in (ev.REQUEST_MATCHED, ev.REQUEST_UNMATCHED, ev.REQUEST_ACCEPTED,
-                           ev.REQUEST_EXPIRED, ev.REQUEST_CANCELLED_EVT):
+        if change.type in (
+            ev.REQUEST_MATCHED,
+            ev.REQUEST_UNMATCHED,
+            ev.REQUEST_ACCEPTED,
+            ev.REQUEST_EXPIRED,
+            ev.REQUEST_CANCELLED_EVT,
+        ):
             data["status"] = state.status
         return CloudEvent(
             type=change.type,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from leanon_shared.settings import LeanOnSettings
+from pydantic import Field
 
 from leanon_matching.domain.model import Weights
 from leanon_matching.service import MatchingConfig

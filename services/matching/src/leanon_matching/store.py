@@ -53,7 +53,9 @@ class Timers:
         self._lease = redis.register_script(_LEASE_DUE)
 
     async def schedule(self, member: dict[str, str], due_epoch: float) -> None:
-        await self._r.zadd(self._key, {orjson.dumps(member, option=orjson.OPT_SORT_KEYS): due_epoch})
+        await self._r.zadd(
+            self._key, {orjson.dumps(member, option=orjson.OPT_SORT_KEYS): due_epoch}
+        )
 
     async def lease_due(self, now_epoch: float, lease_s: float, limit: int) -> list[dict[str, str]]:
         raw = await self._lease(keys=[self._key], args=[now_epoch, lease_s, limit])

@@ -6,13 +6,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from starlette.applications import Starlette
-
 from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.runtime import redis_client, redis_ready
 from leanon_shared.telemetry import health_routes
 from leanon_shared.topics import Topics
+from starlette.applications import Starlette
 
 from leanon_notification.contacts import ContactBook
 from leanon_notification.dispatcher import Dispatcher, Reporter
@@ -35,11 +34,18 @@ def create_app(settings: NotificationSettings) -> Starlette:
     async def publish_report(event: CloudEvent) -> None:
         await bus.publish(topics.events, event, event.subject)
 
-    dispatcher = Dispatcher(redis, settings.topic_prefix, book, webhooks,
-                            Reporter(publish_report), settings.max_in_flight)
+    dispatcher = Dispatcher(
+        redis,
+        settings.topic_prefix,
+        book,
+        webhooks,
+        Reporter(publish_report),
+        settings.max_in_flight,
+    )
     subscribe_batches(broker, topics.helpers, "leanon-notification-helpers", HelperContacts(book))
-    subscribe_batches(broker, topics.requests, "leanon-notification-requesters",
-                      RequesterContacts(book))
+    subscribe_batches(
+        broker, topics.requests, "leanon-notification-requesters", RequesterContacts(book)
+    )
     subscribe_batches(broker, topics.events, "leanon-notification", EventDeliveries(dispatcher))
 
     @contextlib.asynccontextmanager

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from redis.asyncio import Redis
-
 from leanon_shared.models import Contact
+from redis.asyncio import Redis
 
 Role = Literal["helper", "requester"]
 REQUESTER_TTL_S = 45 * 24 * 3600
+# Stored for a known recipient with no contact (a request without one, an erased helper), so
+# "nobody to tell" is told apart from "not heard of yet".
+NO_CONTACT = b"-"
+
+
+class Unknown:
+    """The recipient has not reached this service's contact book yet."""
+
+
+UNKNOWN = Unknown()
 
 
 class ContactBook:
@@ -25,8 +34,11 @@ class ContactBook:
         await self._r.set(self._key(org, role, ident), contact.model_dump_json(), ex=ttl)
 
     async def erase(self, org: str, role: Role, ident: str) -> None:
-        await self._r.delete(self._key(org, role, ident))
+        """Forget the details, remembering only that there is nobody to tell."""
+        await self._r.set(self._key(org, role, ident), NO_CONTACT, ex=REQUESTER_TTL_S)
 
-    async def get(self, org: str, role: Role, ident: str) -> Contact | None:
+    async def get(self, org: str, role: Role, ident: str) -> Contact | Unknown | None:
         raw = await self._r.get(self._key(org, role, ident))
-        return Contact.model_validate_json(raw) if raw else None
+        if raw is None:
+            return UNKNOWN
+        return None if raw == NO_CONTACT else Contact.model_validate_json(raw)

@@ -8,19 +8,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, now_iso, to_json_bytes
+from leanon_shared.models import Contact
+from redis.asyncio import Redis
 
 from leanon_notification import metrics
-from leanon_notification.contacts import ContactBook, Role
+from leanon_notification.contacts import ContactBook, Role, Unknown
 from leanon_notification.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 HELPER_TYPES = frozenset({ev.OFFER_CREATED, ev.OFFER_WITHDRAWN})
 REQUESTER_TYPES = frozenset({ev.REQUEST_MATCHED, ev.REQUEST_UNMATCHED, ev.REQUEST_EXPIRED})
 SENT_TTL_S = 7 * 24 * 3600
+CONTACT_WAIT_S = 5.0
 PublishFn = Callable[[CloudEvent], Awaitable[None]]
 
 
@@ -50,7 +51,7 @@ class Dispatcher:
         prefix: str,
         contacts: ContactBook,
         webhooks: WebhookSender,
-        report: "Reporter",
+        report: Reporter,
         max_in_flight: int,
     ) -> None:
         self._r = redis
@@ -75,7 +76,7 @@ class Dispatcher:
         if await self._r.exists(sent_key):
             metrics.DUPLICATES_SKIPPED.inc()
             return
-        contact = await self.contacts.get(to.org, to.role, to.id)
+        contact = await self._contact(to)
         if contact is None or not contact.webhook_url:
             return  # nobody to tell by webhook (email arrives with its own issue)
         body = to_json_bytes(event)
@@ -88,6 +89,21 @@ class Dispatcher:
             await self._r.set(sent_key, b"1", ex=SENT_TTL_S)
         await self.report(event, to, outcome.delivered, outcome.detail, latency_ms)
 
+    async def _contact(self, to: Recipient) -> Contact | None:
+        """The contacts consumer may still be a moment behind the events: wait, bounded."""
+        deadline = time.monotonic() + CONTACT_WAIT_S
+        while True:
+            contact = await self.contacts.get(to.org, to.role, to.id)
+            if not isinstance(contact, Unknown):
+                return contact
+            if time.monotonic() > deadline:
+                raise ContactNotYetKnown(f"no contact record yet for {to.role} {to.id}")
+            await asyncio.sleep(0.05)
+
+
+class ContactNotYetKnown(RuntimeError):
+    """Retryable: raising it rewinds the batch, so the event comes again."""
+
 
 class Reporter:
     """Publishes notification.delivered / notification.failed: ids and timings, no contacts."""
@@ -95,8 +111,9 @@ class Reporter:
     def __init__(self, publish: PublishFn) -> None:
         self._publish = publish
 
-    async def __call__(self, event: CloudEvent, to: Recipient, delivered: bool, detail: str,
-                       latency_ms: float) -> None:
+    async def __call__(
+        self, event: CloudEvent, to: Recipient, delivered: bool, detail: str, latency_ms: float
+    ) -> None:
         data = {
             "request_id": (event.data or {}).get("request_id", event.subject),
             "event_id": event.id,
@@ -117,4 +134,3 @@ class Reporter:
             extensions={ev.ORG_EXTENSION: to.org},
         )
         await self._publish(report)
-

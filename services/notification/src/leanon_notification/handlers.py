@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 import orjson
 from aiokafka import ConsumerRecord
-from pydantic import ValidationError
-
 from leanon_shared import cloudevents
 from leanon_shared import events as ev
 from leanon_shared.models import Contact, HelperRecord
+from pydantic import ValidationError
 
 from leanon_notification import metrics
 from leanon_notification.contacts import ContactBook
@@ -56,10 +55,14 @@ class RequesterContacts:
                     continue
                 org = command.ext(ev.ORG_EXTENSION) or ""
                 contact = command.data["request"].get("contact")
+                request_id = command.data["request_id"]
                 if contact:
-                    await self.book.put(org, "requester", command.data["request_id"],
-                                        Contact.model_validate(contact))
-                    metrics.CONTACT_UPDATES.labels("requester").inc()
+                    await self.book.put(
+                        org, "requester", request_id, Contact.model_validate(contact)
+                    )
+                else:
+                    await self.book.erase(org, "requester", request_id)
+                metrics.CONTACT_UPDATES.labels("requester").inc()
             except (cloudevents.InvalidEvent, ValidationError, KeyError, TypeError, AttributeError):
                 continue  # matching dead-letters bad commands; nothing to remember here
 
@@ -76,5 +79,7 @@ class EventDeliveries:
             try:
                 events.append(cloudevents.decode(record.value, record.headers))
             except cloudevents.InvalidEvent as exc:
-                log.error("unreadable event at %s/%s: %s", record.partition, record.offset, exc.code)
+                log.error(
+                    "unreadable event at %s/%s: %s", record.partition, record.offset, exc.code
+                )
         await self.dispatcher.deliver_all(events)

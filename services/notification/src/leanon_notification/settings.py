@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-
 from leanon_shared.settings import LeanOnSettings, require_secret
+from pydantic import Field, SecretStr
 
 
 class NotificationSettings(LeanOnSettings):

@@ -15,8 +15,9 @@ def sign(body: bytes, secret: bytes, now: int | None = None) -> str:
     return f"t={t},v1={mac}"
 
 
-def verify(body: bytes, header: str, secret: bytes, tolerance_s: int = 300,
-           now: int | None = None) -> bool:
+def verify(
+    body: bytes, header: str, secret: bytes, tolerance_s: int = 300, now: int | None = None
+) -> bool:
     """What a receiver does: recompute, compare in constant time, refuse stale timestamps."""
     try:
         parts = dict(p.split("=", 1) for p in header.split(","))

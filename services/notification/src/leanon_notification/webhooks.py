@@ -48,8 +48,15 @@ class WebhookSender:
             loop = asyncio.get_running_loop()
             infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
             addresses = [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
-        return any(a.is_private or a.is_loopback or a.is_link_local or a.is_reserved
-                   or a.is_unspecified or a.is_multicast for a in addresses)
+        return any(
+            a.is_private
+            or a.is_loopback
+            or a.is_link_local
+            or a.is_reserved
+            or a.is_unspecified
+            or a.is_multicast
+            for a in addresses
+        )
 
     async def send(self, url: str, body: bytes) -> Outcome:
         assert self._session is not None, "WebhookSender.start() first"
@@ -61,8 +68,9 @@ class WebhookSender:
             return Outcome(False, False, None, f"dns: {type(exc).__name__}")
         headers = {"Content-Type": CONTENT_TYPE, HEADER: sign(body, self._secret)}
         try:
-            async with self._session.post(url, data=body, headers=headers,
-                                          allow_redirects=False) as response:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Outcome(False, False, None, type(exc).__name__)

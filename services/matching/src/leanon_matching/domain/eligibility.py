@@ -77,7 +77,7 @@ def explain(request: Request, rejections: Iterable[Check], examined: int) -> str
         counts[key] = counts.get(key, 0) + 1
     skills = ", ".join(f"{s} (level {lvl}+)" for s, lvl in sorted(request.skills.items()))
     where = "remote" if not request.has_location else "near the request location"
-    when = f"{request.window.start:%a %Y-%m-%d %H:%M}–{request.window.end:%H:%M} UTC"
+    when = f"{request.window.start:%a %Y-%m-%d %H:%M}-{request.window.end:%H:%M} UTC"
     if examined == 0:
         return f"no helper with {skills} {where} is registered in this org"
     labels = {
@@ -93,6 +93,7 @@ def explain(request: Request, rejections: Iterable[Check], examined: int) -> str
             parts.append(f"{n} lack skill {key[6:]} at level {request.skills[key[6:]]}+")
         else:
             parts.append(f"{n} {labels.get(key, key)}")
-    return f"no eligible helper for {skills} {where}, {when}: of {examined} candidates, " + "; ".join(
-        parts
+    return (
+        f"no eligible helper for {skills} {where}, {when}: of {examined} candidates, "
+        + "; ".join(parts)
     )

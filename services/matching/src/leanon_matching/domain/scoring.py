@@ -48,7 +48,11 @@ def score(
         "fairness": fairness_score(load, helper.capacity),
     }
     total_weight = (
-        weights.skill + weights.availability + weights.distance + weights.language + weights.fairness
+        weights.skill
+        + weights.availability
+        + weights.distance
+        + weights.language
+        + weights.fairness
     )
     value = (
         weights.skill * breakdown["skill"]

@@ -1,0 +1,89 @@
+"""Matching's Redis adapters on a real Redis: atomic capacity, the index, timers."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from leanon_matching.index import HelperIndex
+from leanon_matching.reservations import Reservations
+from leanon_matching.store import Timers
+from redis.asyncio import Redis
+
+from tests.unit.factories import helper, request
+
+NOW = datetime(2026, 12, 1, 8, tzinfo=UTC)
+START = NOW + timedelta(hours=2)
+
+
+async def test_concurrent_reservations_never_exceed_capacity(redis: Redis, prefix: str) -> None:
+    res = Reservations(redis, prefix)
+    results = await asyncio.gather(
+        *(
+            res.reserve("o", "h1", f"offer-{i}", START, START + timedelta(hours=1), 2, NOW)
+            for i in range(50)
+        )
+    )
+    assert sum(results) == 2
+    assert await res.loads("o", ["h1"], START, START + timedelta(hours=1)) == [2]
+
+
+async def test_capacity_counts_only_overlapping_windows(redis: Redis, prefix: str) -> None:
+    res = Reservations(redis, prefix)
+    hour = timedelta(hours=1)
+    assert await res.reserve("o", "h1", "a", START, START + hour, 1, NOW)
+    assert not await res.reserve("o", "h1", "b", START + hour / 2, START + 2 * hour, 1, NOW)
+    assert await res.reserve("o", "h1", "c", START + hour, START + 2 * hour, 1, NOW)
+    assert await res.reserve("o", "h1", "a", START, START + hour, 1, NOW)  # same offer: idempotent
+    await res.release("o", "h1", "a")
+    assert not await res.reserve("o", "h1", "b", START + hour / 2, START + 1.5 * hour, 1, NOW)
+    assert await res.reserve("o", "h1", "d", START, START + hour / 2, 1, NOW)
+
+
+async def test_ended_assignments_stop_counting(redis: Redis, prefix: str) -> None:
+    res = Reservations(redis, prefix)
+    past = NOW - timedelta(hours=3)
+    assert await res.reserve("o", "h1", "old", past, past + timedelta(hours=1), 1, past)
+    assert await res.reserve("o", "h1", "new", past, NOW + timedelta(hours=1), 1, NOW)
+
+
+async def test_index_finds_helpers_whose_radius_reaches_the_request(
+    redis: Redis, prefix: str
+) -> None:
+    index = HelperIndex(redis, prefix)
+    await index.upsert(helper(id="near", radius_km=5))
+    await index.upsert(helper(id="far-small", lat=52.8, lon=13.4, radius_km=5))  # ~32 km away
+    await index.upsert(helper(id="far-wide", lat=52.8, lon=13.4, radius_km=80))
+    await index.upsert(helper(id="other-skill", skills={"driving": 3}))
+    found = {h.id for h in await index.candidates(request())}
+    assert {"near", "far-wide"} <= found
+    assert "other-skill" not in found
+
+
+async def test_index_update_and_removal_count_for_the_next_request(
+    redis: Redis, prefix: str
+) -> None:
+    index = HelperIndex(redis, prefix)
+    await index.upsert(helper(id="h"))
+    await index.upsert(helper(id="h", skills={"driving": 3}))
+    assert await index.candidates(request()) == []
+    assert [h.id for h in await index.candidates(request(skills={"driving": 1}))] == ["h"]
+    await index.remove("o", "h")
+    assert await index.candidates(request(skills={"driving": 1})) == []
+
+
+async def test_remote_requests_search_the_whole_org(redis: Redis, prefix: str) -> None:
+    index = HelperIndex(redis, prefix)
+    await index.upsert(helper(id="anywhere", lat=-33.9, lon=151.2))
+    found = await index.candidates(request(lat=None, lon=None))
+    assert [h.id for h in found] == ["anywhere"]
+
+
+async def test_due_timers_are_leased_not_lost(redis: Redis, prefix: str) -> None:
+    timers = Timers(redis, prefix)
+    member = {"kind": "offer", "offer_id": "o1"}
+    await timers.schedule(member, 100.0)
+    assert await timers.lease_due(50.0, 30, 10) == []
+    assert await timers.lease_due(101.0, 30, 10) == [member]
+    assert await timers.lease_due(102.0, 30, 10) == []  # leased to the first reader
+    assert await timers.lease_due(140.0, 30, 10) == [member]  # the reader died: fires again
+    await timers.done(member)
+    assert await timers.lease_due(1000.0, 30, 10) == []

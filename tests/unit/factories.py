@@ -1,0 +1,48 @@
+"""Small builders for domain objects used across unit tests."""
+
+from datetime import UTC, datetime, time, timedelta
+
+from leanon_matching.domain.model import Helper, Interval, Request, Slot
+
+MONDAY = datetime(2026, 12, 7, tzinfo=UTC)  # a Monday
+
+
+def slot(day: int, start: str, end: str) -> Slot:
+    s, e = time.fromisoformat(start), time.fromisoformat(end)
+    return Slot(day, s, e, ends_next_day=e <= s)
+
+
+def helper(**over: object) -> Helper:
+    base: dict[str, object] = dict(
+        org="o",
+        id="h1",
+        skills={"first_aid": 3},
+        languages=frozenset({"en"}),
+        lat=52.52,
+        lon=13.405,
+        radius_km=10.0,
+        timezone="UTC",
+        weekly=tuple(slot(d, "00:00", "00:00") for d in range(7)),
+        windows=(),
+        capacity=1,
+    )
+    base.update(over)
+    return Helper(**base)  # type: ignore[arg-type]
+
+
+def request(**over: object) -> Request:
+    start = MONDAY + timedelta(hours=10)
+    base: dict[str, object] = dict(
+        org="o",
+        id="r1",
+        skills={"first_aid": 2},
+        languages=frozenset(),
+        lat=52.51,
+        lon=13.39,
+        window=Interval(start, start + timedelta(hours=1)),
+        urgency="normal",
+        helpers_needed=1,
+        expires_at=start,
+    )
+    base.update(over)
+    return Request(**base)  # type: ignore[arg-type]
