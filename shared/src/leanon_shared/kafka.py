@@ -9,14 +9,13 @@ dead-letter topic instead of raising.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -122,9 +121,12 @@ async def ensure_topics(settings: LeanOnSettings, topics: Topics | None = None) 
             if name not in existing
         ]
         if wanted:
-            # Another instance may win the race to create them; that is fine.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(wanted)
+            # create_topics reports per-topic errors in its response rather than raising them.
+            response = await admin.create_topics(wanted)
+            for topic_error in response.to_object()["topic_errors"]:
+                code = topic_error["error_code"]
+                if code and not issubclass(for_code(code), TopicAlreadyExistsError):
+                    raise for_code(code)(topic_error.get("error_message") or topic_error["topic"])
     finally:
         await admin.close()
 
