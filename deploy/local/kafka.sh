@@ -70,7 +70,7 @@ start() {
       -c "$DATA/server.properties" >>"$LOGFILE" 2>&1 || die "kafka storage format failed, see $LOGFILE"
   fi
   log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (log: $LOGFILE)"
-  nohup java "${JAVA_OPTS[@]}" kafka.Kafka "$DATA/server.properties" >>"$LOGFILE" 2>&1 &
+  setsid nohup java "${JAVA_OPTS[@]}" kafka.Kafka "$DATA/server.properties" >>"$LOGFILE" 2>&1 < /dev/null &
   echo $! >"$PIDFILE"
   wait_until "${LEANON_KAFKA_START_TIMEOUT_S:-90}" "Kafka on $BOOTSTRAP" \
     bash -c "source '$ROOT/deploy/local/common.sh'; pid_alive '$PIDFILE' || exit 2; port_open $KAFKA_HOST $KAFKA_PORT" \

@@ -13,21 +13,20 @@ port_of() {
   esac
 }
 
-ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/readyz"; }
-
 start() {
   [[ -x "$PYTHON" ]] || die "no virtualenv at $ROOT/.venv; run 'make install' first"
   for svc in "${SERVICES[@]}"; do
     local pidfile="$RUN_DIR/$svc.pid" port; port="$(port_of "$svc")"
     if pid_alive "$pidfile"; then log "$svc already running (pid $(cat "$pidfile"))"; continue; fi
     if port_open 127.0.0.1 "$port"; then die "port $port for $svc is taken by another process"; fi
-    nohup "$PYTHON" -m "leanon_$svc" >>"$RUN_DIR/$svc.log" 2>&1 &
+    # Own session: a Ctrl-C at the terminal reaches `make run`, which then stops us in order.
+    setsid nohup "$PYTHON" -m "leanon_$svc" >>"$RUN_DIR/$svc.log" 2>&1 < /dev/null &
     echo $! >"$pidfile"
   done
   for svc in "${SERVICES[@]}"; do
     local port; port="$(port_of "$svc")"
     wait_until "${LEANON_START_TIMEOUT_S:-60}" "$svc /readyz on port $port" \
-      bash -c "source '$ROOT/deploy/local/common.sh'; pid_alive '$RUN_DIR/$svc.pid' || exit 2; curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:$port/readyz" \
+      bash -c "source '$ROOT/deploy/local/common.sh'; pid_alive '$RUN_DIR/$svc.pid' || exit 2; curl -fs -o /dev/null --max-time 2 http://127.0.0.1:$port/readyz" \
       || { tail -n 30 "$RUN_DIR/$svc.log" >&2; die "$svc did not become ready"; }
     log "$svc ready on http://127.0.0.1:$port"
   done
