@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from leanon_matching import metrics
 from leanon_matching.handlers import CommandHandler, IndexHandler
 from leanon_matching.index import HelperIndex
+from leanon_matching.rebuild import ensure_index
 from leanon_matching.reservations import Reservations
 from leanon_matching.service import Matcher
 from leanon_matching.settings import MatchingSettings
@@ -91,6 +92,14 @@ def create_app(settings: MatchingSettings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await ensure_topics(settings, topics)
         await bus.start()
+        # Requests wait until every helper is indexed: a rebuild happens before consuming.
+        await ensure_index(
+            matcher.index,
+            redis,
+            settings.kafka_bootstrap,
+            topics.helpers,
+            f"{prefix}index:rebuild-lock",
+        )
         await broker.start()
         timer_task = asyncio.create_task(fire_timers(), name="timers")
         log.info("matching started")

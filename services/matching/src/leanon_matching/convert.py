@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+import math
+import struct
+from datetime import UTC, datetime, time
+from functools import lru_cache
 from typing import Any
 
 from leanon_shared.models import HelperRecord, RequestSubmission
@@ -14,6 +17,39 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 def _hhmm(value: str) -> time:
     return time(0, 0) if value == "24:00" else time.fromisoformat(value)
+
+
+def helper_from_json(raw: dict[str, Any]) -> Helper:
+    """From a helpers-topic record as JSON, without re-validating it (intake already did):
+    the index rebuild reads a million of these."""
+    p = raw["profile"]
+    avail = p.get("availability") or {}
+    loc = p.get("location")
+    slots = tuple(
+        Slot(
+            weekday=DAYS.index(s["day"]),
+            start=_hhmm(s["start"]),
+            end=_hhmm(s["end"]),
+            ends_next_day=s["end"] == "24:00" or s["end"] <= s["start"],
+        )
+        for s in avail.get("weekly", ())
+    )
+    return Helper(
+        org=raw["org"],
+        id=raw["helper_id"],
+        skills=dict(p["skills"]),
+        languages=frozenset(p.get("languages", ())),
+        lat=loc["lat"] if loc else None,
+        lon=loc["lon"] if loc else None,
+        radius_km=float(p.get("radius_km", 10)),
+        timezone=avail.get("timezone", "UTC"),
+        weekly=slots,
+        windows=tuple(
+            Interval(datetime.fromisoformat(w["start"]), datetime.fromisoformat(w["end"]))
+            for w in avail.get("windows", ())
+        ),
+        capacity=int(p.get("capacity", 1)),
+    )
 
 
 def helper_from_record(record: HelperRecord) -> Helper:
@@ -42,44 +78,93 @@ def helper_from_record(record: HelperRecord) -> Helper:
     )
 
 
-def pack_helper(h: Helper) -> dict[str, Any]:
-    """Compact JSON-able form for the index: no contact details, ever."""
-    return {
-        "o": h.org,
-        "i": h.id,
-        "s": h.skills,
-        "l": sorted(h.languages),
-        "p": [h.lat, h.lon] if h.lat is not None else None,
-        "r": h.radius_km,
-        "z": h.timezone,
-        "w": [
-            [s.weekday, s.start.isoformat("minutes"), s.end.isoformat("minutes"), s.ends_next_day]
-            for s in h.weekly
-        ],
-        "x": [[i.start.isoformat(), i.end.isoformat()] for i in h.windows],
-        "c": h.capacity,
-    }
+_HEAD = struct.Struct("<BBHff")  # format version, capacity, radius in 0.1 km, lat, lon (NaN: none)
+_SLOT = struct.Struct("<BHH")  # weekday, start minute, end minute
+_WINDOW = struct.Struct("<II")  # epoch seconds
+PACK_VERSION = 1
 
 
-def unpack_helper(raw: dict[str, Any]) -> Helper:
-    pos = raw["p"]
-    return Helper(
-        org=raw["o"],
-        id=raw["i"],
-        skills=raw["s"],
-        languages=frozenset(raw["l"]),
-        lat=pos[0] if pos else None,
-        lon=pos[1] if pos else None,
-        radius_km=raw["r"],
-        timezone=raw["z"],
-        weekly=tuple(
-            Slot(w[0], time.fromisoformat(w[1]), time.fromisoformat(w[2]), w[3]) for w in raw["w"]
-        ),
-        windows=tuple(
-            Interval(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in raw["x"]
-        ),
-        capacity=raw["c"],
+def pack_helper(h: Helper) -> bytes:
+    """About 90 bytes a helper: what matching needs, never a contact detail."""
+    out = bytearray(
+        _HEAD.pack(
+            PACK_VERSION,
+            h.capacity,
+            round(h.radius_km * 10),
+            h.lat if h.lat is not None else math.nan,
+            h.lon if h.lon is not None else math.nan,
+        )
     )
+    zone = h.timezone.encode()
+    out += bytes([len(zone)]) + zone
+    out.append(len(h.skills))
+    for name, level in h.skills.items():
+        raw = name.encode()
+        out += bytes([len(raw)]) + raw + bytes([level])
+    langs = sorted(h.languages)
+    out.append(len(langs))
+    for lang in langs:
+        out += lang.encode()
+    out.append(len(h.weekly))
+    for slot in h.weekly:
+        out += _SLOT.pack(slot.weekday, _minutes(slot.start), _minutes(slot.end))
+    out.append(len(h.windows))
+    for w in h.windows:
+        out += _WINDOW.pack(int(w.start.timestamp()), int(w.end.timestamp()))
+    return bytes(out)
+
+
+def _minutes(t: time) -> int:
+    return t.hour * 60 + t.minute
+
+
+@lru_cache(maxsize=262_144)
+def unpack_helper(org: str, helper_id: str, raw: bytes) -> Helper:
+    """Decode a packed profile; cached, since the same helpers come up again and again."""
+    version, capacity, radius, lat, lon = _HEAD.unpack_from(raw, 0)
+    if version != PACK_VERSION:
+        raise ValueError(f"packed helper format {version} is not {PACK_VERSION}")
+    pos = _HEAD.size
+    n = raw[pos]
+    zone = raw[pos + 1 : pos + 1 + n].decode()
+    pos += 1 + n
+    skills: dict[str, int] = {}
+    for _ in range(raw[(pos := pos + 1) - 1]):
+        n = raw[pos]
+        skills[raw[pos + 1 : pos + 1 + n].decode()] = raw[pos + 1 + n]
+        pos += 2 + n
+    count = raw[pos]
+    pos += 1
+    languages = frozenset(raw[pos + 2 * i : pos + 2 * i + 2].decode() for i in range(count))
+    pos += 2 * count
+    slots = []
+    for _ in range(raw[(pos := pos + 1) - 1]):
+        day, start, end = _SLOT.unpack_from(raw, pos)
+        pos += _SLOT.size
+        slots.append(Slot(day, _time(start), _time(end), end <= start or end == 1440))
+    windows = []
+    for _ in range(raw[(pos := pos + 1) - 1]):
+        a, b = _WINDOW.unpack_from(raw, pos)
+        pos += _WINDOW.size
+        windows.append(Interval(datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC)))
+    located = not math.isnan(lat)
+    return Helper(
+        org=org,
+        id=helper_id,
+        skills=skills,
+        languages=languages,
+        lat=lat if located else None,
+        lon=lon if located else None,
+        radius_km=radius / 10,
+        timezone=zone,
+        weekly=tuple(slots),
+        windows=tuple(windows),
+        capacity=capacity,
+    )
+
+
+def _time(minutes: int) -> time:
+    return time(0, 0) if minutes >= 1440 else time(minutes // 60, minutes % 60)
 
 
 def request_from_submission(

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 from aiokafka import ConsumerRecord
 from leanon_shared import cloudevents
+from leanon_shared import events as ev
 from leanon_shared.kafka import EventBus
-from leanon_shared.models import HelperRecord
 from pydantic import ValidationError
 
 from leanon_matching import metrics
-from leanon_matching.convert import helper_from_record
+from leanon_matching.convert import helper_from_json
+from leanon_matching.domain.model import Helper
 from leanon_matching.index import HelperIndex
 from leanon_matching.service import Matcher
 
@@ -28,24 +29,31 @@ class IndexHandler:
         self.index = index
 
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        for record in records:
-            if record.value is None:
-                org, _, helper_id = (record.key or b"").decode().partition("/")
-                await self.index.remove(org, helper_id)
-                metrics.INDEX_UPDATES.labels("removed").inc()
-                continue
-            try:
-                helper = helper_from_record(HelperRecord.model_validate(orjson.loads(record.value)))
-            except (orjson.JSONDecodeError, ValidationError) as exc:
-                log.error(
-                    "skipping unreadable helper record at offset %s: %s",
-                    record.offset,
-                    type(exc).__name__,
-                )
-                metrics.INDEX_UPDATES.labels("unreadable").inc()
-                continue
-            await self.index.upsert(helper)
-            metrics.INDEX_UPDATES.labels("upserted").inc()
+        await self.index.apply(changes_from(records))
+        metrics.INDEX_UPDATES.labels("applied").inc(len(records))
+
+
+def changes_from(
+    records: Iterable[ConsumerRecord[bytes, bytes]],
+) -> list[tuple[str, str, Helper | None]]:
+    """Helpers-topic records as index changes; a tombstone (no value) removes the helper."""
+    changes: list[tuple[str, str, Helper | None]] = []
+    for record in records:
+        org, _, helper_id = (record.key or b"").decode("utf-8", "replace").partition("/")
+        if record.value is None:
+            changes.append((org, helper_id, None))
+            continue
+        try:
+            changes.append((org, helper_id, helper_from_json(orjson.loads(record.value))))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.error(
+                "skipping unreadable helper record at %s/%s: %s",
+                record.partition,
+                record.offset,
+                type(exc).__name__,
+            )
+            metrics.INDEX_UPDATES.labels("unreadable").inc()
+    return changes
 
 
 class CommandHandler:
@@ -57,16 +65,35 @@ class CommandHandler:
         self.dlq_topic = dlq_topic
 
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        pairs = []
         for record in records:
             try:
-                command = cloudevents.decode(record.value, record.headers)
-                with metrics.COMMAND_SECONDS.labels(command.type).time():
-                    await self.matcher.handle(command)
-            except POISON as exc:
-                code = getattr(exc, "code", type(exc).__name__)
-                log.error(
-                    "dead-lettering command at %s/%s: %s", record.partition, record.offset, code
+                pairs.append(
+                    (record, self._check(cloudevents.decode(record.value, record.headers)))
                 )
-                await self.bus.dead_letter(self.dlq_topic, record, code, str(exc))
-                metrics.DEAD_LETTERS.inc()
+            except POISON as exc:
+                await self._dead_letter(record, exc)
+        try:
+            with metrics.BATCH_SECONDS.time():
+                await self.matcher.handle_batch([command for _, command in pairs])
+        except POISON:
+            # A command is bad in a way its envelope did not show: find it, one at a time
+            # (applying a command twice is harmless: every step is idempotent).
+            for record, command in pairs:
+                try:
+                    await self.matcher.handle(command)
+                except POISON as exc:
+                    await self._dead_letter(record, exc)
         await self.matcher.flush()
+
+    @staticmethod
+    def _check(command: cloudevents.CloudEvent) -> cloudevents.CloudEvent:
+        if not isinstance(command.data, dict) and command.type != ev.REQUEST_CANCELLED:
+            raise cloudevents.InvalidEvent("bad-data", "command data must be an object")
+        return command
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        code = getattr(exc, "code", type(exc).__name__)
+        log.error("dead-lettering command at %s/%s: %s", record.partition, record.offset, code)
+        await self.bus.dead_letter(self.dlq_topic, record, code, str(exc))
+        metrics.DEAD_LETTERS.inc()

@@ -1,8 +1,12 @@
-"""The helper index in Redis: sets per (org, radius tier, H3 cell, skill), packed profiles.
+"""The helper index in Redis: bounded candidate generation by (org, radius tier, H3 cell, skill).
 
-A helper is filed in its home cell at the resolution of its radius tier. A request looks in
-its own cell and the two rings around it at each tier, which covers every helper whose radius
-reaches it, so candidate generation never scans all helpers.
+A helper is filed in its home cell at the resolution of its radius tier, in one sorted set per
+skill scored by skill level, with a packed profile beside it. A request looks in its own cell
+and the two rings around it at every tier, which covers every helper whose radius reaches it,
+and takes from each cell at most a fixed number of helpers at or above the required level
+(from a random offset, so work is spread rather than always landing on the same people). One
+Lua call returns the ids and packed profiles together, so work per request stays bounded in the
+densest city and no request ever scans all helpers.
 """
 
 from __future__ import annotations
@@ -12,13 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import h3
-import orjson
 from redis.asyncio import Redis
 
 from leanon_matching.convert import pack_helper, unpack_helper
 from leanon_matching.domain.model import Helper, Request
 
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +39,42 @@ TIERS: tuple[Tier, ...] = (
     Tier("t500", 500, 1),
 )
 RING = 2
-# Work per request stays bounded in a dense city: at most this many profiles are examined.
-# (A sample, for now: pre-ranked sets that keep the best rather than a random few come with
-# the matching issue.)
+PER_CELL = 24
 MAX_CANDIDATES = 256
+
+# KEYS: sorted sets, nearest first. ARGV: min level, per-key limit, total limit, offset seed,
+# profile key prefix. Returns id, packed profile, id, packed profile, ...
+_CANDIDATES = """
+local min_level, per_key = ARGV[1], tonumber(ARGV[2])
+local total, seed = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, seen, n = {}, {}, 0
+for k = 1, #KEYS do
+  local count = redis.call('ZCOUNT', KEYS[k], min_level, '+inf')
+  if count > 0 then
+    local ids
+    if count <= per_key then
+      ids = redis.call('ZRANGE', KEYS[k], min_level, '+inf', 'BYSCORE')
+    else
+      local offset = (seed + k * 7919) % (count - per_key + 1)
+      ids = redis.call('ZRANGE', KEYS[k], min_level, '+inf', 'BYSCORE', 'LIMIT', offset, per_key)
+    end
+    for i = 1, #ids do
+      local id = ids[i]
+      if not seen[id] then
+        seen[id] = true
+        local profile = redis.call('GET', ARGV[5] .. id)
+        if profile then
+          out[#out + 1] = id
+          out[#out + 1] = profile
+          n = n + 1
+          if n >= total then return out end
+        end
+      end
+    end
+  end
+end
+return out
+"""
 
 
 def tier_for(radius_km: float) -> Tier:
@@ -50,94 +85,137 @@ class HelperIndex:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._r = redis
         self._p = prefix
+        self._candidates = redis.register_script(_CANDIDATES)
 
-    def _profile(self, org: str, helper_id: str) -> str:
-        return f"{self._p}h:{org}:{helper_id}"
+    # -- keys ------------------------------------------------------------------------------
+    def _profile_prefix(self, org: str) -> str:
+        return f"{self._p}h:{org}:"
 
     def _cell_set(self, org: str, tier: str, cell: str, skill: str) -> str:
-        return f"{self._p}hc:{org}:{tier}:{cell}:{skill}"
+        return f"{self._p}hz:{org}:{tier}:{cell}:{skill}"
 
     def _skill_set(self, org: str, skill: str) -> str:
-        return f"{self._p}hs:{org}:{skill}"
+        return f"{self._p}hr:{org}:{skill}"
 
     @property
     def version_key(self) -> str:
         return f"{self._p}index:version"
 
-    def _sets_of(self, h: Helper) -> list[str]:
-        keys = [self._skill_set(h.org, s) for s in h.skills]
+    def _memberships(self, h: Helper) -> list[tuple[str, int]]:
+        """(sorted set, score) for every set the helper belongs in."""
+        out = [(self._skill_set(h.org, s), level) for s, level in h.skills.items()]
         if h.lat is not None and h.lon is not None:
             tier = tier_for(h.radius_km)
             cell = h3.latlng_to_cell(h.lat, h.lon, tier.resolution)
-            keys += [self._cell_set(h.org, tier.name, cell, s) for s in h.skills]
-        return keys
+            out += [(self._cell_set(h.org, tier.name, cell, s), lv) for s, lv in h.skills.items()]
+        return out
 
+    # -- writes ----------------------------------------------------------------------------
     async def upsert(self, helper: Helper) -> None:
-        """Index the helper, first leaving every set its previous profile was in."""
-        old = await self._load(helper.org, helper.id)
-        async with self._r.pipeline(transaction=True) as pipe:
-            if old is not None:
-                for key in self._sets_of(old):
-                    pipe.srem(key, helper.id)
-            for key in self._sets_of(helper):
-                pipe.sadd(key, helper.id)
-            pipe.set(self._profile(helper.org, helper.id), orjson.dumps(pack_helper(helper)))
-            await pipe.execute()
+        await self.apply([(helper.org, helper.id, helper)])
 
     async def remove(self, org: str, helper_id: str) -> None:
-        old = await self._load(org, helper_id)
-        async with self._r.pipeline(transaction=True) as pipe:
-            if old is not None:
-                for key in self._sets_of(old):
-                    pipe.srem(key, helper_id)
-            pipe.delete(self._profile(org, helper_id))
+        await self.apply([(org, helper_id, None)])
+
+    async def apply(self, changes: Iterable[tuple[str, str, Helper | None]]) -> None:
+        """Upserts (helper) and removals (None) in order, in two round trips for the lot:
+        previous profiles are read first so every set a helper leaves is cleaned."""
+        latest: dict[tuple[str, str], Helper | None] = {}
+        for org, helper_id, helper in changes:
+            latest.pop((org, helper_id), None)
+            latest[(org, helper_id)] = helper
+        if not latest:
+            return
+        keys = list(latest)
+        olds = await self._r.mget([self._profile_prefix(o) + i for o, i in keys])
+        async with self._r.pipeline(transaction=False) as pipe:
+            for (org, helper_id), old_raw, helper in zip(keys, olds, latest.values(), strict=True):
+                if old_raw is not None:
+                    for key, _ in self._memberships(unpack_helper(org, helper_id, old_raw)):
+                        pipe.zrem(key, helper_id)
+                if helper is None:
+                    pipe.delete(self._profile_prefix(org) + helper_id)
+                    continue
+                for key, level in self._memberships(helper):
+                    pipe.zadd(key, {helper_id: level})
+                pipe.set(self._profile_prefix(org) + helper_id, pack_helper(helper))
             await pipe.execute()
 
-    async def _load(self, org: str, helper_id: str) -> Helper | None:
-        raw = await self._r.get(self._profile(org, helper_id))
-        return unpack_helper(orjson.loads(raw)) if raw else None
-
+    # -- reads -----------------------------------------------------------------------------
     async def get_many(self, org: str, ids: Sequence[str]) -> list[Helper]:
         if not ids:
             return []
-        raws = await self._r.mget([self._profile(org, i) for i in ids])
-        return [unpack_helper(orjson.loads(r)) for r in raws if r]
+        raws = await self._r.mget([self._profile_prefix(org) + i for i in ids])
+        return [unpack_helper(org, i, r) for i, r in zip(ids, raws, strict=True) if r]
 
-    async def candidates(self, request: Request) -> list[Helper]:
-        """Helpers that hold the rarest required skill and whose radius may reach the request."""
-        skills = list(request.skills)
-        async with self._r.pipeline(transaction=False) as pipe:
-            for s in skills:
-                pipe.scard(self._skill_set(request.org, s))
-            sizes = await pipe.execute()
-        if min(sizes) == 0:
-            return []
-        rarest = skills[sizes.index(min(sizes))]
-        raw_ids: Iterable[bytes | str]
+    def search_keys(self, request: Request, skill: str) -> list[str]:
+        """The sorted sets to look in, nearest first: each tier's own cell, then the rings."""
         if request.lat is None or request.lon is None:
-            sampled = await self._r.srandmember(
-                self._skill_set(request.org, rarest), MAX_CANDIDATES
-            )
-            raw_ids = sampled if isinstance(sampled, list) else []
+            return [self._skill_set(request.org, skill)]
+        rings: list[list[str]] = [[] for _ in range(RING + 1)]
+        for tier in TIERS:
+            center = h3.latlng_to_cell(request.lat, request.lon, tier.resolution)
+            for distance, cells in enumerate(h3.grid_ring(center, d) for d in range(RING + 1)):
+                rings[distance] += [self._cell_set(request.org, tier.name, c, skill) for c in cells]
+        return [key for ring in rings for key in ring]
+
+    async def candidates(self, request: Request, *, limit: int = MAX_CANDIDATES) -> list[Helper]:
+        """At most `limit` helpers holding the rarest required skill at its level, nearest
+        cells first; the hard constraints are checked afterwards by the caller."""
+        skills = list(request.skills)
+        if len(skills) > 1:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for s in skills:
+                    pipe.zcard(self._skill_set(request.org, s))
+                sizes = await pipe.execute()
+            skill = skills[sizes.index(min(sizes))]
         else:
-            keys = []
-            for tier in TIERS:
-                center = h3.latlng_to_cell(request.lat, request.lon, tier.resolution)
-                keys += [
-                    self._cell_set(request.org, tier.name, c, rarest)
-                    for c in h3.grid_disk(center, RING)
-                ]
-            raw_ids = await self._r.sunion(keys)
-        ids = sorted(i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids)
-        if len(ids) > MAX_CANDIDATES:
-            ids = random.Random(request.id).sample(ids, MAX_CANDIDATES)
-        return await self.get_many(request.org, ids)
+            skill = skills[0]
+        keys = self.search_keys(request, skill)
+        seed = random.getrandbits(30)
+        flat = await self._candidates(
+            keys=keys,
+            args=[
+                request.skills[skill],
+                PER_CELL if len(keys) > 1 else limit,
+                limit,
+                seed,
+                self._profile_prefix(request.org),
+            ],
+        )
+        org = request.org
+        return [
+            unpack_helper(org, _text(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)
+        ]
 
     async def is_current(self) -> bool:
         raw = await self._r.get(self.version_key)
-        return (
-            raw is not None and (raw.decode() if isinstance(raw, bytes) else raw) == INDEX_VERSION
-        )
+        return raw is not None and _text(raw) == INDEX_VERSION
 
     async def mark_current(self) -> None:
         await self._r.set(self.version_key, INDEX_VERSION)
+
+    async def clear(self) -> int:
+        """Drop every index key under this prefix (an old version's, or a partial rebuild's)."""
+        removed = 0
+        for pattern in (
+            f"{self._p}h:*",
+            f"{self._p}hz:*",
+            f"{self._p}hr:*",
+            f"{self._p}hc:*",
+            f"{self._p}hs:*",
+        ):
+            batch: list[bytes | str] = []
+            async for key in self._r.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    removed += await self._r.unlink(*batch)
+                    batch = []
+            if batch:
+                removed += await self._r.unlink(*batch)
+        await self._r.delete(self.version_key)
+        return removed
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

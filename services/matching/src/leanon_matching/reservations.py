@@ -9,7 +9,7 @@ zombie after a rebalance, cannot both win the last slot.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
@@ -48,6 +48,10 @@ return out
 """
 
 
+RECENT_DAYS = 7
+RECENT_TTL_S = (RECENT_DAYS + 1) * 24 * 3600
+
+
 class Reservations:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._r = redis
@@ -80,6 +84,27 @@ class Reservations:
 
     async def release(self, org: str, helper_id: str, offer_id: str) -> None:
         await self._r.hdel(self.key(org, helper_id), offer_id)
+
+    def _recent_key(self, org: str, day: datetime) -> str:
+        return f"{self._p}offers:{org}:{day:%Y%m%d}"
+
+    async def count_offer(self, org: str, helper_id: str, now: datetime) -> None:
+        """One more offer today for the helper: the fairness score looks back a week."""
+        key = self._recent_key(org, now)
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, helper_id, 1)
+            pipe.expire(key, RECENT_TTL_S)
+            await pipe.execute()
+
+    async def recent(self, org: str, helper_ids: Sequence[str], now: datetime) -> list[int]:
+        """Offers each helper received over the last RECENT_DAYS days (today included)."""
+        if not helper_ids:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for days in range(RECENT_DAYS):
+                pipe.hmget(self._recent_key(org, now - timedelta(days=days)), list(helper_ids))
+            per_day = await pipe.execute()
+        return [sum(int(day[i] or 0) for day in per_day) for i in range(len(helper_ids))]
 
     async def loads(
         self, org: str, helper_ids: Sequence[str], start: datetime, end: datetime

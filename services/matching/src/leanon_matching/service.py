@@ -1,10 +1,16 @@
-"""Matching's application service: applies one command to one request and makes offers."""
+"""Matching's application service: applies commands to requests and makes the best offers.
+
+`handle_batch` takes the commands of one consumer batch in order. Consecutive submissions are
+assigned jointly (see domain/assignment.py); every other command is applied to its request one
+by one. Each request's state is saved with an outbox of the events it produced; `flush`
+publishes all outboxes of the batch at once and then clears them, before offsets are committed.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -16,9 +22,10 @@ from leanon_shared.offers import OfferRecord, OfferRecords
 
 from leanon_matching import metrics
 from leanon_matching.convert import request_from_submission
-from leanon_matching.domain.eligibility import Check, check, explain
+from leanon_matching.domain.assignment import Need, assign
+from leanon_matching.domain.eligibility import Check, Rejection, check, explain
 from leanon_matching.domain.lifecycle import Change, Offer, RequestState
-from leanon_matching.domain.model import Request, Scored, Weights
+from leanon_matching.domain.model import Helper, Request, Scored, Weights
 from leanon_matching.domain.scoring import score
 from leanon_matching.index import HelperIndex
 from leanon_matching.reservations import Reservations
@@ -26,6 +33,7 @@ from leanon_matching.store import RequestStore, Timers
 
 log = logging.getLogger(__name__)
 OFFER_NAMESPACE = uuid.UUID("6b3c1f1e-8a57-4a53-9a35-3f0a4e9c2d10")
+RE_OFFER = frozenset({ev.OFFER_DECLINED_EVT, ev.OFFER_EXPIRED, ev.OFFER_DROPPED_EVT})
 
 
 class EventSink(Protocol):
@@ -37,15 +45,33 @@ class MatchingConfig:
     offer_ttl_s: float = 120.0
     coverage_threshold: float = 1.0
     distance_scale_km: float = 10.0
+    recent_scale: float = 5.0
     weights: Weights = field(default_factory=Weights)
+    critical_fanout: int = 3
+    joint_assignment: bool = True
+
+
+@dataclass(slots=True)
+class Ranking:
+    """Eligible helpers best first (with how many they already hold), and who was ruled out."""
+
+    ranked: list[Scored]
+    rejected: list[Check]
+    examined: int
+    remaining: dict[str, int]
+
+
+@dataclass(slots=True)
+class Open:
+    """A request being worked on within a batch."""
+
+    state: RequestState
+    raw: dict[str, Any]
+    request: Request
+    changes: list[Change] = field(default_factory=list)
 
 
 class Matcher:
-    """Commands in, the request's state moved, offers reserved, events out via an outbox.
-
-    Call `handle` for each command of a batch, then `flush` once before committing offsets.
-    """
-
     def __init__(
         self,
         *,
@@ -68,77 +94,84 @@ class Matcher:
         self.clock = clock
         self._dirty: dict[tuple[str, str], tuple[RequestState, dict[str, Any]]] = {}
 
+    # -- entry points ----------------------------------------------------------------------
+    async def handle_batch(self, commands: Sequence[CloudEvent]) -> None:
+        """Apply commands in order; runs of submissions are assigned together."""
+        run: list[CloudEvent] = []
+        for command in commands:
+            if command.type == ev.REQUEST_SUBMITTED:
+                run.append(command)
+                continue
+            if run:
+                await self._submit_all(run)
+                run = []
+            await self.handle(command)
+        if run:
+            await self._submit_all(run)
+
     async def handle(self, command: CloudEvent) -> None:
-        org = command.ext(ev.ORG_EXTENSION) or ""
         if command.type == ev.REQUEST_SUBMITTED:
-            await self._submit(org, command)
+            await self._submit_all([command])
             return
+        org = command.ext(ev.ORG_EXTENSION) or ""
         request_id = (command.data or {}).get("request_id") or command.subject or ""
         loaded = await self.store.load(org, request_id)
         if loaded is None:
             log.warning("command %s for unknown request %s/%s", command.type, org, request_id)
             return
         state, raw = loaded
-        request = self._request(org, raw)
-        changes: list[Change] = []
+        work = Open(state, raw, self._request(org, raw))
         if command.type in ev.OFFER_ANSWERS:
-            offer_id = command.data["offer_id"]
-            changes = state.answer(offer_id, ev.OFFER_ANSWERS[command.type])
+            work.changes = state.answer(command.data["offer_id"], ev.OFFER_ANSWERS[command.type])
         elif command.type == ev.OFFER_TIMEOUT:
-            changes = await self._time_out(state, command.data["offer_id"])
+            work.changes = await self._time_out(state, command.data["offer_id"])
         elif command.type == ev.REQUEST_CANCELLED:
-            changes = state.cancel()
+            work.changes = state.cancel()
         elif command.type == ev.REQUEST_EXPIRY:
-            changes = state.expire()
+            work.changes = state.expire()
         else:
             log.warning("unknown command type %s", command.type)
             return
-        await self._release(org, state, changes)
-        if any(
-            c.type in (ev.OFFER_DECLINED_EVT, ev.OFFER_EXPIRED, ev.OFFER_DROPPED_EVT)
-            for c in changes
-        ):
-            changes += await self._fill(state, request)
-        await self._commit(state, raw, request, changes)
+        await self._release(org, state, work.changes)
+        if any(c.type in RE_OFFER for c in work.changes):
+            await self._offer([work])
+        await self._commit(work)
 
-    # -- steps -----------------------------------------------------------------------------
-    async def _submit(self, org: str, command: CloudEvent) -> None:
-        data = command.data
-        request_id, region = data["request_id"], data["region"]
-        existing = await self.store.load(org, request_id)
-        if existing is not None:  # a redelivery: publish whatever was not yet published
-            state, raw = existing
-            if raw.get("outbox"):
-                self._dirty[(org, request_id)] = (state, raw)
-            return
-        sub = RequestSubmission.model_validate(data["request"])
-        request = request_from_submission(org, request_id, region, sub)
-        raw = {"request_id": request_id, "region": region, "submission": data["request"]}
-        state = RequestState(org=org, request_id=request_id, helpers_needed=request.helpers_needed)
-        changes = [Change(ev.REQUEST_ACCEPTED, {"helpers_needed": request.helpers_needed})]
-        changes += await self._fill(state, request)
-        await self.timers.schedule(
-            {"kind": "expiry", "org": org, "request_id": request_id, "region": region},
-            request.expires_at.timestamp(),
-        )
-        await self._commit(state, raw, request, changes)
+    async def flush(self) -> int:
+        """Publish the outboxes of every request touched since the last flush, then clear them.
 
-    async def _fill(self, state: RequestState, request: Request) -> list[Change]:
-        """Offer the best eligible helpers for every open slot; unmatched when none is left."""
-        if state.open_slots == 0:
-            return []
+        Events keep their ids in the outbox, so a crash before the outbox is cleared sends the
+        same events again, which receivers treat as one (CloudEvents source + id).
+        """
+        if not self._dirty:
+            return 0
+        dirty, self._dirty = self._dirty, {}
+        events = [CloudEvent(**e) for _, raw in dirty.values() for e in raw["outbox"]]
+        await self.publish(events)
+        for state, raw in dirty.values():
+            await self.store.save(state, raw | {"outbox": []})
+        return len(events)
+
+    # -- ranking ---------------------------------------------------------------------------
+    async def rank(self, request: Request, asked: frozenset[str] = frozenset()) -> Ranking:
+        """Candidates from the index, the hard constraints, then the score: best first."""
         helpers = await self.index.candidates(request)
-        asked = state.asked
         checks = [
             (h, check(h, request, asked=asked, coverage_threshold=self.config.coverage_threshold))
             for h in helpers
         ]
-        eligible = [(h, c) for h, c in checks if c.rejection is None]
+        eligible: list[tuple[Helper, Check]] = [(h, c) for h, c in checks if c.rejection is None]
+        ids = [h.id for h, _ in eligible]
         loads = await self.reservations.loads(
-            request.org, [h.id for h, _ in eligible], request.window.start, request.window.end
+            request.org, ids, request.window.start, request.window.end
         )
-        ranked: list[Scored] = sorted(
-            (
+        recent = await self.reservations.recent(request.org, ids, self.clock())
+        ranked, remaining = [], {}
+        for (h, c), load, past in zip(eligible, loads, recent, strict=True):
+            if load >= h.capacity:
+                continue
+            remaining[h.id] = h.capacity - load
+            ranked.append(
                 score(
                     h,
                     request,
@@ -147,50 +180,117 @@ class Matcher:
                     load=load,
                     weights=self.config.weights,
                     distance_scale_km=self.config.distance_scale_km,
+                    recent=past,
+                    recent_scale=self.config.recent_scale,
                 )
-                for (h, c), load in zip(eligible, loads, strict=True)
-                if load < h.capacity
-            ),
-            key=lambda s: (-s.score, s.helper.id),
-        )
-        changes: list[Change] = []
+            )
+        ranked.sort(key=lambda s: (-s.score, s.helper.id))
+        rejected = [c for _, c in checks if c.rejection is not None]
+        full = len(eligible) - len(ranked)
+        if full:
+            rejected += [Check(Rejection.CAPACITY)] * full
+        return Ranking(ranked, rejected, len(helpers), remaining)
+
+    def wanted(self, state: RequestState, request: Request) -> int:
+        """Offers to make now: one per open slot, k per slot for critical requests (fan-out)."""
+        fanout = self.config.critical_fanout if request.urgency == "critical" else 1
+        missing = state.helpers_needed - len(state.accepted)
+        if state.status in ("unmatched", "expired", "cancelled") or missing <= 0:
+            return 0
+        return max(0, missing * fanout - len(state.open_offers))
+
+    # -- steps -----------------------------------------------------------------------------
+    async def _submit_all(self, commands: list[CloudEvent]) -> None:
+        work: list[Open] = []
+        seen: set[tuple[str, str]] = set()
+        for command in commands:
+            org = command.ext(ev.ORG_EXTENSION) or ""
+            data = command.data
+            request_id, region = data["request_id"], data["region"]
+            if (org, request_id) in seen:
+                continue
+            seen.add((org, request_id))
+            existing = await self.store.load(org, request_id)
+            if existing is not None:  # a redelivery: publish whatever is still in the outbox
+                state, raw = existing
+                if raw.get("outbox"):
+                    self._dirty[(org, request_id)] = (state, raw)
+                continue
+            sub = RequestSubmission.model_validate(data["request"])
+            request = request_from_submission(org, request_id, region, sub)
+            raw = {"request_id": request_id, "region": region, "submission": data["request"]}
+            state = RequestState(
+                org=org, request_id=request_id, helpers_needed=request.helpers_needed
+            )
+            accepted = Change(ev.REQUEST_ACCEPTED, {"helpers_needed": request.helpers_needed})
+            work.append(Open(state, raw, request, [accepted]))
+            await self.timers.schedule(
+                {"kind": "expiry", "org": org, "request_id": request_id, "region": region},
+                request.expires_at.timestamp(),
+            )
+        await self._offer(work)
+        for item in work:
+            await self._commit(item)
+
+    async def _offer(self, work: list[Open]) -> None:
+        """Rank candidates for each request, assign them jointly, reserve, make offers."""
+        needs, rankings = [], []
+        remaining: dict[str, int] = {}
+        for item in work:
+            ranking = await self.rank(item.request, item.state.asked)
+            for helper_id, left in ranking.remaining.items():
+                remaining[helper_id] = min(left, remaining.get(helper_id, left))
+            rankings.append(ranking)
+            needs.append(Need(item.request, self.wanted(item.state, item.request), ranking.ranked))
+        chosen = assign(needs, remaining, joint=self.config.joint_assignment)
+        for item, need, ranking, picks in zip(work, needs, rankings, chosen, strict=True):
+            full = await self._make_offers(item, picks)
+            if len(picks) - full < need.wanted:  # a reservation lost a race: try the rest
+                rest = [s for s in ranking.ranked if s not in picks]
+                full += await self._make_offers(
+                    item, rest, limit=self.wanted(item.state, item.request)
+                )
+            if self.wanted(item.state, item.request) > 0 and not item.state.open_offers:
+                reason = explain(item.request, ranking.rejected, ranking.examined)
+                if full:
+                    reason += f"; {full} were booked by other requests meanwhile"
+                settled = item.state.settle_after_search(reason)
+                if settled:
+                    metrics.UNMATCHED.inc()
+                item.changes += settled
+
+    async def _make_offers(self, item: Open, picks: list[Scored], limit: int | None = None) -> int:
+        """Reserve and offer each pick in turn; returns how many were already fully booked."""
+        request, state = item.request, item.state
         now = self.clock()
         expires = min(now + timedelta(seconds=self.config.offer_ttl_s), request.expires_at)
-        full = 0
-        for candidate in ranked:
-            if state.open_slots == 0:
+        full = made = 0
+        for candidate in picks:
+            if limit is not None and made >= limit:
                 break
-            offer_id = str(
-                uuid.uuid5(OFFER_NAMESPACE, f"{request.org}/{request.id}/{candidate.helper.id}")
-            )
+            helper = candidate.helper
+            offer_id = str(uuid.uuid5(OFFER_NAMESPACE, f"{request.org}/{request.id}/{helper.id}"))
             if not await self.reservations.reserve(
                 request.org,
-                candidate.helper.id,
+                helper.id,
                 offer_id,
                 request.window.start,
                 request.window.end,
-                candidate.helper.capacity,
+                helper.capacity,
                 now,
             ):
                 full += 1
                 continue
             offer = Offer(
                 offer_id,
-                candidate.helper.id,
+                helper.id,
                 "offered",
                 candidate.score,
                 candidate.breakdown,
                 expires.isoformat(),
             )
             await self.offers.create(
-                OfferRecord(
-                    request.org,
-                    offer_id,
-                    request.id,
-                    candidate.helper.id,
-                    request.region,
-                    "offered",
-                )
+                OfferRecord(request.org, offer_id, request.id, helper.id, request.region, "offered")
             )
             await self.timers.schedule(
                 {
@@ -202,20 +302,13 @@ class Matcher:
                 },
                 expires.timestamp(),
             )
+            await self.reservations.count_offer(request.org, helper.id, now)
             change = state.add_offer(offer)
-            metrics.OFFERS.inc()
             change.data = self._offer_created(request, offer)
-            changes.append(change)
-        if state.open_slots > 0:
-            rejected: list[Check] = [c for _, c in checks if c.rejection is not None]
-            reason = explain(request, rejected, len(helpers))
-            if full:
-                reason += f"; {full} are fully booked at that time"
-            settled = state.settle_after_search(reason)
-            if settled:
-                metrics.UNMATCHED.inc()
-            changes += settled
-        return changes
+            item.changes.append(change)
+            metrics.OFFERS.inc()
+            made += 1
+        return full
 
     async def _time_out(self, state: RequestState, offer_id: str) -> list[Change]:
         moved = await self.offers.move(state.org, offer_id, "expired")
@@ -233,33 +326,17 @@ class Matcher:
                     await self.offers.move(org, offer_id, "withdrawn")
                 await self.reservations.release(org, offer.helper_id, offer_id)
 
-    async def _commit(
-        self, state: RequestState, raw: dict[str, Any], request: Request, changes: list[Change]
-    ) -> None:
-        """Save the state with its outbox; `flush` publishes every outbox of the batch at once.
-
-        The events keep their ids in the outbox, so a crash before the outbox is cleared means
-        the same events are sent again, which receivers treat as one (CloudEvents source+id).
-        """
+    async def _commit(self, item: Open) -> None:
+        """Save the state with its outbox; `flush` publishes it with the rest of the batch."""
+        state = item.state
         outbox = [
-            *raw.get("outbox", []),
-            *(self._event_dict(self._to_event(state, request, c)) for c in changes),
+            *item.raw.get("outbox", []),
+            *(self._event_dict(self._to_event(item, c)) for c in item.changes),
         ]
-        raw = raw | {"outbox": outbox}
+        raw = item.raw | {"outbox": outbox}
         await self.store.save(state, raw)
         if outbox:
             self._dirty[(state.org, state.request_id)] = (state, raw)
-
-    async def flush(self) -> int:
-        """Publish the outboxes of every request touched since the last flush, then clear them."""
-        if not self._dirty:
-            return 0
-        dirty, self._dirty = self._dirty, {}
-        events = [CloudEvent(**e) for _, raw in dirty.values() for e in raw["outbox"]]
-        await self.publish(events)
-        for state, raw in dirty.values():
-            await self.store.save(state, raw | {"outbox": []})
-        return len(events)
 
     # -- event shapes ----------------------------------------------------------------------
     def _request(self, org: str, raw: dict[str, Any]) -> Request:
@@ -279,9 +356,11 @@ class Matcher:
             "expires_at": offer.expires_at,
             "skills": request.skills,
             "description": request.description,
+            "urgency": request.urgency,
         }
 
-    def _to_event(self, state: RequestState, request: Request, change: Change) -> CloudEvent:
+    def _to_event(self, item: Open, change: Change) -> CloudEvent:
+        state = item.state
         data = {"request_id": state.request_id, **change.data}
         if change.type in (
             ev.REQUEST_MATCHED,
@@ -296,7 +375,7 @@ class Matcher:
             source=ev.SOURCE_MATCHING,
             subject=state.request_id,
             data=data,
-            extensions={ev.ORG_EXTENSION: state.org, "region": request.region},
+            extensions={ev.ORG_EXTENSION: state.org, "region": item.request.region},
         )
 
     @staticmethod

@@ -19,6 +19,9 @@ class MatchingSettings(LeanOnSettings):
     weight_distance: float = Field(default=0.25, ge=0)
     weight_language: float = Field(default=0.1, ge=0)
     weight_fairness: float = Field(default=0.15, ge=0)
+    recent_scale: float = Field(default=5.0, gt=0)
+    critical_fanout: int = Field(default=3, ge=1, le=20)
+    joint_assignment: bool = True
     timer_interval_s: float = Field(default=0.25, gt=0)
 
     def matching_config(self) -> MatchingConfig:
@@ -26,6 +29,9 @@ class MatchingSettings(LeanOnSettings):
             offer_ttl_s=self.offer_ttl_s,
             coverage_threshold=self.coverage_threshold,
             distance_scale_km=self.distance_scale_km,
+            recent_scale=self.recent_scale,
+            critical_fanout=self.critical_fanout,
+            joint_assignment=self.joint_assignment,
             weights=Weights(
                 skill=self.weight_skill,
                 availability=self.weight_availability,

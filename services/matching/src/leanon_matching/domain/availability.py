@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 
 from leanon_matching.domain.model import Interval, Slot
 
+MINUTES_PER_DAY = 24 * 60
+
 
 def weekly_intervals(slots: tuple[Slot, ...], zone: str, window: Interval) -> list[Interval]:
     """The weekly slots as absolute UTC intervals around the window (DST-aware)."""
@@ -57,5 +59,41 @@ def coverage(
     length = (window.end - window.start).total_seconds()
     if length <= 0:
         return 0.0
+    if not windows:
+        fast = same_day_coverage(slots, zone, window)
+        if fast is not None:
+            return fast
     intervals = weekly_intervals(slots, zone, window) + list(windows)
     return min(1.0, covered_seconds(intervals, window) / length)
+
+
+def same_day_coverage(slots: tuple[Slot, ...], zone: str, window: Interval) -> float | None:
+    """The common case in microseconds: a window within one local day and one UTC offset.
+
+    None when the window crosses local midnight or a daylight-saving change; the exact
+    interval computation then decides.
+    """
+    tz = ZoneInfo(zone)
+    start, end = window.start.astimezone(tz), window.end.astimezone(tz)
+    if start.utcoffset() != end.utcoffset():
+        return None
+    a = start.hour * 60 + start.minute + start.second / 60
+    b = a + (window.end - window.start).total_seconds() / 60
+    if b > MINUTES_PER_DAY:
+        return None
+    weekday = start.weekday()
+    ranges: list[tuple[float, float]] = []
+    for slot in slots:
+        s = slot.start.hour * 60 + slot.start.minute
+        e = slot.end.hour * 60 + slot.end.minute
+        if slot.weekday == weekday:
+            ranges.append((s, MINUTES_PER_DAY if slot.ends_next_day else e))
+        if slot.ends_next_day and (slot.weekday + 1) % 7 == weekday:
+            ranges.append((0, e))
+    covered, reach = 0.0, float(a)
+    for lower, upper in sorted(ranges):
+        lo, hi = max(lower, reach), min(upper, b)
+        if hi > lo:
+            covered += hi - lo
+            reach = hi
+    return min(1.0, covered / (b - a))

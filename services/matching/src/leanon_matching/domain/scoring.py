@@ -25,9 +25,10 @@ def distance_score(distance_km: float | None, scale_km: float) -> float:
     return 1.0 if distance_km is None else exp(-distance_km / scale_km)
 
 
-def fairness_score(load: int, capacity: int) -> float:
-    """Spread work: a helper already holding assignments scores lower than an idle one."""
-    return max(0.0, 1.0 - load / capacity)
+def fairness_score(load: int, capacity: int, recent: int = 0, recent_scale: float = 5.0) -> float:
+    """Spread work and avoid burnout: a helper already holding assignments at that time, or
+    asked often this past week, scores lower than an idle one."""
+    return max(0.0, 1.0 - load / capacity) * exp(-recent / recent_scale)
 
 
 def score(
@@ -39,13 +40,15 @@ def score(
     load: int,
     weights: Weights,
     distance_scale_km: float = 10.0,
+    recent: int = 0,
+    recent_scale: float = 5.0,
 ) -> Scored:
     breakdown = {
         "skill": skill_score(helper, request),
         "availability": coverage,
         "distance": distance_score(distance_km, distance_scale_km),
         "language": 1.0 if not request.languages or request.languages & helper.languages else 0.0,
-        "fairness": fairness_score(load, helper.capacity),
+        "fairness": fairness_score(load, helper.capacity, recent, recent_scale),
     }
     total_weight = (
         weights.skill
