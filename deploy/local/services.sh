@@ -27,7 +27,7 @@ start() {
     local port; port="$(port_of "$svc")"
     wait_until "${LEANON_START_TIMEOUT_S:-60}" "$svc /readyz on port $port" \
       bash -c "source '$ROOT/deploy/local/common.sh'; pid_alive '$RUN_DIR/$svc.pid' || exit 2; curl -fs -o /dev/null --max-time 2 http://127.0.0.1:$port/readyz" \
-      || { tail -n 30 "$RUN_DIR/$svc.log" >&2; die "$svc did not become ready"; }
+      || { tail -n 30 "$RUN_DIR/$svc.log" >&2; stop; die "$svc did not become ready"; }
     log "$svc ready on http://127.0.0.1:$port"
   done
 }

@@ -23,7 +23,7 @@ async def test_concurrent_reservations_never_exceed_capacity(redis: Redis, prefi
         )
     )
     assert sum(results) == 2
-    assert await res.loads("o", ["h1"], START, START + timedelta(hours=1)) == [2]
+    assert await res.loads("o", ["h1"], START, START + timedelta(hours=1), NOW) == [(2, 0)]
 
 
 async def test_capacity_counts_only_overlapping_windows(redis: Redis, prefix: str) -> None:

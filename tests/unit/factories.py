@@ -1,6 +1,6 @@
 """Small builders for domain objects used across unit tests."""
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
 from leanon_matching.domain.model import Helper, Interval, Request, Slot
 
@@ -8,8 +8,8 @@ MONDAY = datetime(2026, 12, 7, tzinfo=UTC)  # a Monday
 
 
 def slot(day: int, start: str, end: str) -> Slot:
-    s, e = time.fromisoformat(start), time.fromisoformat(end)
-    return Slot(day, s, e, ends_next_day=e <= s)
+    (sh, sm), (eh, em) = (map(int, start.split(":")), map(int, end.split(":")))
+    return Slot(day, sh * 60 + sm, eh * 60 + em)
 
 
 def helper(**over: object) -> Helper:

@@ -1,7 +1,7 @@
 """Every helper that matching ranks meets every hard constraint, checked independently."""
 
 import asyncio
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from math import asin, cos, radians, sin, sqrt
 
 from hypothesis import given, settings
@@ -22,11 +22,10 @@ class FakeIndex:
 
 
 class FakeReservations:
-    async def loads(self, org: str, ids: list[str], start: datetime, end: datetime) -> list[int]:
-        return [0] * len(ids)
-
-    async def recent(self, org: str, ids: list[str], now: datetime) -> list[int]:
-        return [0] * len(ids)
+    async def loads(
+        self, org: str, ids: list[str], start: datetime, end: datetime, now: datetime
+    ) -> list[tuple[int, int]]:
+        return [(0, 0)] * len(ids)
 
 
 def km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -49,7 +48,7 @@ helpers = st.builds(
     st.sampled_from([2.0, 5.0, 10.0, 25.0]),
     st.lists(
         st.builds(
-            lambda d, s, e: Slot(d, time(s), time(e), e <= s),
+            lambda d, s, e: Slot(d, s * 60, e * 60),
             st.integers(0, 6),
             st.integers(0, 23),
             st.integers(0, 23),

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import uvicorn
 from redis.asyncio import Redis
 from starlette.types import ASGIApp
 
 
+def tune_gc() -> None:
+    """Collect young objects less often, and leave what exists at start-up out of collections:
+    with caches of a hundred thousand objects, default thresholds spend milliseconds per
+    request walking them."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def serve(app: ASGIApp, host: str, port: int) -> None:
     """Run until SIGTERM/SIGINT; uvicorn then stops accepting and runs the app's shutdown."""
+    tune_gc()
     config = uvicorn.Config(
         app,
         host=host,

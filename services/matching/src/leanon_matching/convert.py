@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -15,8 +15,10 @@ from leanon_matching.domain.model import Helper, Interval, Request, Slot
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-def _hhmm(value: str) -> time:
-    return time(0, 0) if value == "24:00" else time.fromisoformat(value)
+def _hhmm(value: str) -> int:
+    """Minutes from midnight; "24:00" is 1440."""
+    hours, minutes = value.split(":")
+    return int(hours) * 60 + int(minutes)
 
 
 def helper_from_json(raw: dict[str, Any]) -> Helper:
@@ -26,12 +28,7 @@ def helper_from_json(raw: dict[str, Any]) -> Helper:
     avail = p.get("availability") or {}
     loc = p.get("location")
     slots = tuple(
-        Slot(
-            weekday=DAYS.index(s["day"]),
-            start=_hhmm(s["start"]),
-            end=_hhmm(s["end"]),
-            ends_next_day=s["end"] == "24:00" or s["end"] <= s["start"],
-        )
+        Slot(DAYS.index(s["day"]), _hhmm(s["start"]), _hhmm(s["end"]))
         for s in avail.get("weekly", ())
     )
     return Helper(
@@ -55,13 +52,7 @@ def helper_from_json(raw: dict[str, Any]) -> Helper:
 def helper_from_record(record: HelperRecord) -> Helper:
     p = record.profile
     slots = tuple(
-        Slot(
-            weekday=DAYS.index(s.day),
-            start=_hhmm(s.start),
-            end=_hhmm(s.end),
-            ends_next_day=s.end == "24:00" or _hhmm(s.end) <= _hhmm(s.start),
-        )
-        for s in p.availability.weekly
+        Slot(DAYS.index(s.day), _hhmm(s.start), _hhmm(s.end)) for s in p.availability.weekly
     )
     return Helper(
         org=record.org,
@@ -107,15 +98,11 @@ def pack_helper(h: Helper) -> bytes:
         out += lang.encode()
     out.append(len(h.weekly))
     for slot in h.weekly:
-        out += _SLOT.pack(slot.weekday, _minutes(slot.start), _minutes(slot.end))
+        out += _SLOT.pack(slot.weekday, slot.start, slot.end)
     out.append(len(h.windows))
     for w in h.windows:
         out += _WINDOW.pack(int(w.start.timestamp()), int(w.end.timestamp()))
     return bytes(out)
-
-
-def _minutes(t: time) -> int:
-    return t.hour * 60 + t.minute
 
 
 @lru_cache(maxsize=262_144)
@@ -141,7 +128,7 @@ def unpack_helper(org: str, helper_id: str, raw: bytes) -> Helper:
     for _ in range(raw[(pos := pos + 1) - 1]):
         day, start, end = _SLOT.unpack_from(raw, pos)
         pos += _SLOT.size
-        slots.append(Slot(day, _time(start), _time(end), end <= start or end == 1440))
+        slots.append(Slot(day, start, end))
     windows = []
     for _ in range(raw[(pos := pos + 1) - 1]):
         a, b = _WINDOW.unpack_from(raw, pos)
@@ -161,10 +148,6 @@ def unpack_helper(org: str, helper_id: str, raw: bytes) -> Helper:
         windows=tuple(windows),
         capacity=capacity,
     )
-
-
-def _time(minutes: int) -> time:
-    return time(0, 0) if minutes >= 1440 else time(minutes // 60, minutes % 60)
 
 
 def request_from_submission(

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from leanon_matching.convert import pack_helper, unpack_helper
 from leanon_matching.domain.model import Helper, Request
 
-INDEX_VERSION = "2"
+INDEX_VERSION = "3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,35 +39,69 @@ TIERS: tuple[Tier, ...] = (
     Tier("t500", 500, 1),
 )
 RING = 2
-PER_CELL = 24
-MAX_CANDIDATES = 256
+PER_RING = (16, 8, 4)  # helpers read per set in the own cell, the first ring, the second
+MAX_CANDIDATES = 64
 
-# KEYS: sorted sets, nearest first. ARGV: min level, per-key limit, total limit, offset seed,
-# profile key prefix. Returns id, packed profile, id, packed profile, ...
+# The candidate search, in one round trip. ARGV: min level; per-set limits for ring 0, ring 1
+# and ring 2; how many sets are ring 0 and ring 1; total limit; offset seed; profile key
+# prefix; sorted-set key prefix; skill; the request's lat and lon ("" when remote); the sets
+# to read as "tier:cell" joined by ",", nearest first ("*": the org-wide set).
+# Keys are built here, not passed, which keeps a call with ~100 sets cheap to send; it also
+# means one org's index must live on one Redis node (no cluster slots).
+# Within a set, helpers at or above the level are read by rank (O(log n) to any offset) from
+# a random offset, so a dense city does not always offer the same people.
+# Returns id, packed profile, id, packed profile, ...
 _CANDIDATES = """
-local min_level, per_key = ARGV[1], tonumber(ARGV[2])
-local total, seed = tonumber(ARGV[3]), tonumber(ARGV[4])
+local min_level = tonumber(ARGV[1])
+local limits = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
+local ring0, ring1 = tonumber(ARGV[5]), tonumber(ARGV[6])
+local total, seed = tonumber(ARGV[7]), tonumber(ARGV[8])
+local profile_prefix, set_prefix, skill = ARGV[9], ARGV[10], ARGV[11]
+local lat, lon = tonumber(ARGV[12]), tonumber(ARGV[13])
+local located = ARGV[12] ~= ''
+local sets = {}
+for cell in string.gmatch(ARGV[14], '[^,]+') do sets[#sets + 1] = cell end
+local coslat, km_per_degree = math.cos(math.rad(lat or 0)), 111.195
+-- A cheap first cut on distance (the packed header holds radius and position); the exact
+-- great-circle check follows in Python, so the margin only has to be generous.
+local function within(profile)
+  local _, _, radius10, hlat, hlon = struct.unpack('<BBHff', profile)
+  if hlat ~= hlat then return false end
+  local dy = (hlat - lat) * km_per_degree
+  local dx = (hlon - lon) * km_per_degree * coslat
+  local reach = radius10 / 10 * 1.05 + 1
+  return dx * dx + dy * dy <= reach * reach
+end
 local out, seen, n = {}, {}, 0
-for k = 1, #KEYS do
-  local count = redis.call('ZCOUNT', KEYS[k], min_level, '+inf')
-  if count > 0 then
-    local ids
-    if count <= per_key then
-      ids = redis.call('ZRANGE', KEYS[k], min_level, '+inf', 'BYSCORE')
-    else
-      local offset = (seed + k * 7919) % (count - per_key + 1)
-      ids = redis.call('ZRANGE', KEYS[k], min_level, '+inf', 'BYSCORE', 'LIMIT', offset, per_key)
-    end
-    for i = 1, #ids do
-      local id = ids[i]
-      if not seen[id] then
-        seen[id] = true
-        local profile = redis.call('GET', ARGV[5] .. id)
-        if profile then
-          out[#out + 1] = id
-          out[#out + 1] = profile
-          n = n + 1
-          if n >= total then return out end
+for a = 1, #sets do
+  local index = a - 1
+  local per_key = limits[3]
+  if index < ring0 then
+    per_key = limits[1]
+  elseif index < ring0 + ring1 then
+    per_key = limits[2]
+  end
+  local key = set_prefix .. sets[a] .. ':' .. skill
+  if sets[a] == '*' then key = set_prefix .. skill end
+  local size = redis.call('ZCARD', key)
+  if size > 0 then
+    local below = redis.call('ZCOUNT', key, '-inf', '(' .. min_level)
+    local count = size - below
+    if count > 0 then
+      local first = below
+      if count > per_key then first = below + (seed + a * 7919) % (count - per_key + 1) end
+      local ids = redis.call('ZRANGE', key, first, first + math.min(count, per_key) - 1)
+      for i = 1, #ids do
+        local id = ids[i]
+        if not seen[id] then
+          seen[id] = true
+          local profile = redis.call('GET', profile_prefix .. id)
+          if profile and (not located or within(profile)) then
+            out[#out + 1] = id
+            out[#out + 1] = profile
+            n = n + 1
+            if n >= total then return out end
+          end
         end
       end
     end
@@ -75,6 +109,29 @@ for k = 1, #KEYS do
 end
 return out
 """
+
+
+# Index writes in one call. ARGV: operations, each an opcode and its arguments:
+# "a" set member level (ZADD), "r" set member (ZREM), "s" key value (SET), "d" key (DEL).
+_APPLY = """
+local i = 1
+while i <= #ARGV do
+  local op = ARGV[i]
+  if op == 'a' then
+    redis.call('ZADD', ARGV[i + 1], ARGV[i + 3], ARGV[i + 2]); i = i + 4
+  elseif op == 'r' then
+    redis.call('ZREM', ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 's' then
+    redis.call('SET', ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 'd' then
+    redis.call('DEL', ARGV[i + 1]); i = i + 2
+  else
+    return redis.error_reply('unknown index operation ' .. tostring(op))
+  end
+end
+return 1
+"""
+APPLY_CHUNK = 10_000  # operations per call
 
 
 def tier_for(radius_km: float) -> Tier:
@@ -86,6 +143,7 @@ class HelperIndex:
         self._r = redis
         self._p = prefix
         self._candidates = redis.register_script(_CANDIDATES)
+        self._apply = redis.register_script(_APPLY)
 
     # -- keys ------------------------------------------------------------------------------
     def _profile_prefix(self, org: str) -> str:
@@ -95,7 +153,7 @@ class HelperIndex:
         return f"{self._p}hz:{org}:{tier}:{cell}:{skill}"
 
     def _skill_set(self, org: str, skill: str) -> str:
-        return f"{self._p}hr:{org}:{skill}"
+        return f"{self._p}hz:{org}:{skill}"  # org-wide: every helper with the skill
 
     @property
     def version_key(self) -> str:
@@ -119,7 +177,9 @@ class HelperIndex:
 
     async def apply(self, changes: Iterable[tuple[str, str, Helper | None]]) -> None:
         """Upserts (helper) and removals (None) in order, in two round trips for the lot:
-        previous profiles are read first so every set a helper leaves is cleaned."""
+        previous profiles are read first so every set a helper leaves is cleaned, then all
+        writes go in one Lua call (a pipeline of 25,000 small commands costs redis-py far
+        more in per-reply overhead than Redis spends applying them)."""
         latest: dict[tuple[str, str], Helper | None] = {}
         for org, helper_id, helper in changes:
             latest.pop((org, helper_id), None)
@@ -128,18 +188,21 @@ class HelperIndex:
             return
         keys = list(latest)
         olds = await self._r.mget([self._profile_prefix(o) + i for o, i in keys])
-        async with self._r.pipeline(transaction=False) as pipe:
-            for (org, helper_id), old_raw, helper in zip(keys, olds, latest.values(), strict=True):
-                if old_raw is not None:
-                    for key, _ in self._memberships(unpack_helper(org, helper_id, old_raw)):
-                        pipe.zrem(key, helper_id)
-                if helper is None:
-                    pipe.delete(self._profile_prefix(org) + helper_id)
-                    continue
-                for key, level in self._memberships(helper):
-                    pipe.zadd(key, {helper_id: level})
-                pipe.set(self._profile_prefix(org) + helper_id, pack_helper(helper))
-            await pipe.execute()
+        ops: list[tuple[str | bytes | int, ...]] = []
+        for (org, helper_id), old_raw, helper in zip(keys, olds, latest.values(), strict=True):
+            if old_raw is not None:
+                for key, _ in self._memberships(unpack_helper(org, helper_id, old_raw)):
+                    ops.append(("r", key, helper_id))
+            if helper is None:
+                ops.append(("d", self._profile_prefix(org) + helper_id))
+                continue
+            for key, level in self._memberships(helper):
+                ops.append(("a", key, helper_id, level))
+            ops.append(("s", self._profile_prefix(org) + helper_id, pack_helper(helper)))
+        for start in range(0, len(ops), APPLY_CHUNK):
+            await self._apply(
+                keys=[], args=[a for op in ops[start : start + APPLY_CHUNK] for a in op]
+            )
 
     # -- reads -----------------------------------------------------------------------------
     async def get_many(self, org: str, ids: Sequence[str]) -> list[Helper]:
@@ -148,20 +211,23 @@ class HelperIndex:
         raws = await self._r.mget([self._profile_prefix(org) + i for i in ids])
         return [unpack_helper(org, i, r) for i, r in zip(ids, raws, strict=True) if r]
 
-    def search_keys(self, request: Request, skill: str) -> list[str]:
-        """The sorted sets to look in, nearest first: each tier's own cell, then the rings."""
+    def search_cells(self, request: Request) -> tuple[list[str], int, int]:
+        """The sets to look in as "tier:cell", nearest first (every tier's own cell, then the
+        first ring, then the second), with how many are ring 0 and ring 1; one "*" (the
+        org-wide set) for a request without a location."""
         if request.lat is None or request.lon is None:
-            return [self._skill_set(request.org, skill)]
+            return ["*"], 1, 0
         rings: list[list[str]] = [[] for _ in range(RING + 1)]
         for tier in TIERS:
             center = h3.latlng_to_cell(request.lat, request.lon, tier.resolution)
-            for distance, cells in enumerate(h3.grid_ring(center, d) for d in range(RING + 1)):
-                rings[distance] += [self._cell_set(request.org, tier.name, c, skill) for c in cells]
-        return [key for ring in rings for key in ring]
+            for distance in range(RING + 1):
+                rings[distance] += [f"{tier.name}:{c}" for c in h3.grid_ring(center, distance)]
+        return [cell for ring in rings for cell in ring], len(rings[0]), len(rings[1])
 
     async def candidates(self, request: Request, *, limit: int = MAX_CANDIDATES) -> list[Helper]:
-        """At most `limit` helpers holding the rarest required skill at its level, nearest
-        cells first; the hard constraints are checked afterwards by the caller."""
+        """At most `limit` helpers holding the rarest required skill at its level and roughly
+        within their radius of the request, nearest cells first; the exact hard constraints
+        are checked afterwards by the caller."""
         skills = list(request.skills)
         if len(skills) > 1:
             async with self._r.pipeline(transaction=False) as pipe:
@@ -171,16 +237,23 @@ class HelperIndex:
             skill = skills[sizes.index(min(sizes))]
         else:
             skill = skills[0]
-        keys = self.search_keys(request, skill)
-        seed = random.getrandbits(30)
+        cells, ring0, ring1 = self.search_cells(request)
+        limits = PER_RING if request.lat is not None else (limit, limit, limit)
         flat = await self._candidates(
-            keys=keys,
+            keys=[],
             args=[
                 request.skills[skill],
-                PER_CELL if len(keys) > 1 else limit,
+                *limits,
+                ring0,
+                ring1,
                 limit,
-                seed,
+                random.getrandbits(30),
                 self._profile_prefix(request.org),
+                f"{self._p}hz:{request.org}:",
+                skill,
+                "" if request.lat is None else request.lat,
+                "" if request.lon is None else request.lon,
+                ",".join(cells),
             ],
         )
         org = request.org

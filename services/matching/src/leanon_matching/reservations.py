@@ -33,16 +33,31 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ',' .. ARGV[3])
 return 1
 """
 
-# KEYS: helper hashes; ARGV: start, end.  Returns how many held windows overlap, per helper.
+# ARGV: start, end, the load-hash prefix, the recent-offer hashes joined by ",", the helper
+# ids joined by "," (one argument each: cheaper to send than a hundred). Returns, per helper,
+# how many held windows overlap and how many offers it got in those days: the two numbers
+# the fairness score needs, in one round trip.
 _LOADS = """
-local start, stop, out = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
-for k = 1, #KEYS do
-  local vals, n = redis.call('HVALS', KEYS[k]), 0
+local start, stop, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local days = {}
+for day in string.gmatch(ARGV[4], '[^,]+') do days[#days + 1] = day end
+local ids = {}
+for id in string.gmatch(ARGV[5], '[^,]+') do ids[#ids + 1] = id end
+local recent = {}
+for k = 1, #ids do recent[k] = 0 end
+for d = 1, #days do
+  local counts = redis.call('HMGET', days[d], unpack(ids))
+  for k = 1, #ids do recent[k] = recent[k] + (tonumber(counts[k]) or 0) end
+end
+local out = {}
+for k = 1, #ids do
+  local vals, n = redis.call('HVALS', prefix .. ids[k]), 0
   for i = 1, #vals do
     local s, e = string.match(vals[i], '([^,]+),([^,]+)')
     if tonumber(s) < stop and start < tonumber(e) then n = n + 1 end
   end
-  out[k] = n
+  out[#out + 1] = n
+  out[#out + 1] = recent[k]
 end
 return out
 """
@@ -96,21 +111,20 @@ class Reservations:
             pipe.expire(key, RECENT_TTL_S)
             await pipe.execute()
 
-    async def recent(self, org: str, helper_ids: Sequence[str], now: datetime) -> list[int]:
-        """Offers each helper received over the last RECENT_DAYS days (today included)."""
-        if not helper_ids:
-            return []
-        async with self._r.pipeline(transaction=False) as pipe:
-            for days in range(RECENT_DAYS):
-                pipe.hmget(self._recent_key(org, now - timedelta(days=days)), list(helper_ids))
-            per_day = await pipe.execute()
-        return [sum(int(day[i] or 0) for day in per_day) for i in range(len(helper_ids))]
-
     async def loads(
-        self, org: str, helper_ids: Sequence[str], start: datetime, end: datetime
-    ) -> list[int]:
+        self, org: str, helper_ids: Sequence[str], start: datetime, end: datetime, now: datetime
+    ) -> list[tuple[int, int]]:
+        """Per helper: (assignments and open offers overlapping the window, offers received
+        over the last RECENT_DAYS days)."""
         if not helper_ids:
             return []
-        keys = [self.key(org, h) for h in helper_ids]
-        result = await self._loads(keys=keys, args=[int(start.timestamp()), int(end.timestamp())])
-        return [int(n) for n in result]
+        days = [self._recent_key(org, now - timedelta(days=d)) for d in range(RECENT_DAYS)]
+        args = [
+            int(start.timestamp()),
+            int(end.timestamp()),
+            self.key(org, ""),
+            ",".join(days),
+            ",".join(helper_ids),
+        ]
+        flat = await self._loads(keys=[], args=args)
+        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]

@@ -163,11 +163,10 @@ class Matcher:
         eligible: list[tuple[Helper, Check]] = [(h, c) for h, c in checks if c.rejection is None]
         ids = [h.id for h, _ in eligible]
         loads = await self.reservations.loads(
-            request.org, ids, request.window.start, request.window.end
+            request.org, ids, request.window.start, request.window.end, self.clock()
         )
-        recent = await self.reservations.recent(request.org, ids, self.clock())
         ranked, remaining = [], {}
-        for (h, c), load, past in zip(eligible, loads, recent, strict=True):
+        for (h, c), (load, past) in zip(eligible, loads, strict=True):
             if load >= h.capacity:
                 continue
             remaining[h.id] = h.capacity - load
@@ -285,8 +284,8 @@ class Matcher:
                 offer_id,
                 helper.id,
                 "offered",
-                candidate.score,
-                candidate.breakdown,
+                round(candidate.score, 4),
+                {k: round(v, 4) for k, v in candidate.breakdown.items()},
                 expires.isoformat(),
             )
             await self.offers.create(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from leanon_matching.domain.model import Interval, Slot
@@ -21,14 +21,20 @@ def weekly_intervals(slots: tuple[Slot, ...], zone: str, window: Interval) -> li
         for slot in slots:
             if slot.weekday != day.weekday():
                 continue
-            start = datetime.combine(day, slot.start, tzinfo=tz)
-            end_day = day + timedelta(days=1) if slot.ends_next_day else day
-            end = datetime.combine(end_day, slot.end, tzinfo=tz)
+            start = _wall(day, slot.start, tz)
+            end = _wall(day + timedelta(days=1) if slot.ends_next_day else day, slot.end, tz)
             start_utc, end_utc = start.astimezone(UTC), end.astimezone(UTC)
             if end_utc > start_utc:
                 out.append(Interval(start_utc, end_utc))
         day += timedelta(days=1)
     return out
+
+
+def _wall(day: date, minutes: int, tz: ZoneInfo) -> datetime:
+    """Local wall-clock time on a day (1440 minutes is the next midnight), made aware."""
+    if minutes >= MINUTES_PER_DAY:
+        day, minutes = day + timedelta(days=1), minutes - MINUTES_PER_DAY
+    return datetime.combine(day, time(minutes // 60, minutes % 60), tzinfo=tz)
 
 
 def covered_seconds(intervals: list[Interval], window: Interval) -> float:
@@ -84,12 +90,11 @@ def same_day_coverage(slots: tuple[Slot, ...], zone: str, window: Interval) -> f
     weekday = start.weekday()
     ranges: list[tuple[float, float]] = []
     for slot in slots:
-        s = slot.start.hour * 60 + slot.start.minute
-        e = slot.end.hour * 60 + slot.end.minute
+        crosses = slot.end <= slot.start
         if slot.weekday == weekday:
-            ranges.append((s, MINUTES_PER_DAY if slot.ends_next_day else e))
-        if slot.ends_next_day and (slot.weekday + 1) % 7 == weekday:
-            ranges.append((0, e))
+            ranges.append((slot.start, MINUTES_PER_DAY if crosses else slot.end))
+        if crosses and (slot.weekday + 1) % 7 == weekday:
+            ranges.append((0, slot.end))
     covered, reach = 0.0, float(a)
     for lower, upper in sorted(ranges):
         lo, hi = max(lower, reach), min(upper, b)

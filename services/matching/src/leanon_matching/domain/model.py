@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """A weekly slot in the helper's zone; weekday 0 = Monday; end <= start crosses midnight."""
+    """A weekly slot in the helper's zone, in minutes from local midnight (end up to 1440);
+    weekday 0 is Monday; an end at or before the start crosses midnight."""
 
     weekday: int
-    start: time
-    end: time
-    ends_next_day: bool
+    start: int
+    end: int
+
+    @property
+    def ends_next_day(self) -> bool:
+        return self.end <= self.start
 
 
 @dataclass(frozen=True, slots=True)

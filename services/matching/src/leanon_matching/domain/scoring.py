@@ -64,5 +64,4 @@ def score(
         + weights.language * breakdown["language"]
         + weights.fairness * breakdown["fairness"]
     ) / total_weight
-    rounded = {k: round(v, 4) for k, v in breakdown.items()}
-    return Scored(helper=helper, score=round(min(1.0, max(0.0, value)), 4), breakdown=rounded)
+    return Scored(helper=helper, score=min(1.0, max(0.0, value)), breakdown=breakdown)
