@@ -119,7 +119,7 @@ class Reservations:
         if not helper_ids:
             return []
         days = [self._recent_key(org, now - timedelta(days=d)) for d in range(RECENT_DAYS)]
-        args = [
+        args: list[str | int] = [
             int(start.timestamp()),
             int(end.timestamp()),
             self.key(org, ""),
