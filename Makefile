@@ -5,7 +5,7 @@ SHELL := /bin/bash
 LOCAL := deploy/local
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install up down run test test-unit lint status clean
+.PHONY: help install up down run test test-unit lint bench bench-quick status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,12 @@ test-unit: install ## unit tests only: no Kafka, no Redis, seconds
 
 lint: install ## ruff and mypy
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy shared/src services
+
+bench: install ## the benchmarks (JSON and plots under bench/results/); starts Kafka and Redis if needed
+	@$(LOCAL)/bench.sh $(ARGS)
+
+bench-quick: install ## a smaller benchmark run for everyday use
+	@$(LOCAL)/bench.sh --quick
 
 status: ## what is running
 	@$(LOCAL)/services.sh status; $(LOCAL)/kafka.sh status; $(LOCAL)/redis.sh status

@@ -20,3 +20,17 @@ export LEANON_KAFKA_BOOTSTRAP="${LEANON_KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
 export LEANON_REDIS_URL="${LEANON_REDIS_URL:-redis://127.0.0.1:6379/0}"
 export UV_PYTHON_DOWNLOADS=never
 PYTHON="$ROOT/.venv/bin/python"
+
+# note_missing_infra: remember which of Kafka and Redis are not reachable yet, so that
+# stop_noted_infra stops only what this command is about to start.
+note_missing_infra() {
+  split_hostport "$LEANON_KAFKA_BOOTSTRAP"
+  STARTED_KAFKA=0; port_open "$HOST" "$PORT" || STARTED_KAFKA=1
+  local redis_hostport="${LEANON_REDIS_URL#*://}"; redis_hostport="${redis_hostport#*@}"
+  split_hostport "${redis_hostport%%/*}"
+  STARTED_REDIS=0; port_open "$HOST" "$PORT" || STARTED_REDIS=1
+}
+stop_noted_infra() {
+  if ((STARTED_KAFKA)); then "$ROOT/deploy/local/kafka.sh" stop; fi
+  if ((STARTED_REDIS)); then "$ROOT/deploy/local/redis.sh" stop; fi
+}

@@ -3,17 +3,14 @@
 # Ctrl-C stops the demo and everything this script started.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 HERE="$ROOT/deploy/local"
-split_hostport "$LEANON_KAFKA_BOOTSTRAP"; started_kafka=0; port_open "$HOST" "$PORT" || started_kafka=1
-REDIS_HOSTPORT="${LEANON_REDIS_URL#*://}"; REDIS_HOSTPORT="${REDIS_HOSTPORT%%/*}"
-split_hostport "$REDIS_HOSTPORT"; started_redis=0; port_open "$HOST" "$PORT" || started_redis=1
+note_missing_infra
 started_services=0
 
 cleanup() {
   trap - INT TERM EXIT
   echo
   if ((started_services)); then "$HERE/services.sh" stop; fi
-  if ((started_kafka)); then "$HERE/kafka.sh" stop; fi
-  if ((started_redis)); then "$HERE/redis.sh" stop; fi
+  stop_noted_infra
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

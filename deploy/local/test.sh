@@ -3,17 +3,8 @@
 # stops afterwards only what it started itself. Extra arguments go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 HERE="$ROOT/deploy/local"
-split_hostport "$LEANON_KAFKA_BOOTSTRAP"; started_kafka=0
-port_open "$HOST" "$PORT" || started_kafka=1
-REDIS_HOSTPORT="${LEANON_REDIS_URL#*://}"; REDIS_HOSTPORT="${REDIS_HOSTPORT%%/*}"
-split_hostport "$REDIS_HOSTPORT"; started_redis=0
-port_open "$HOST" "$PORT" || started_redis=1
-
-cleanup() {
-  if ((started_kafka)); then "$HERE/kafka.sh" stop; fi
-  if ((started_redis)); then "$HERE/redis.sh" stop; fi
-}
-trap cleanup EXIT
+note_missing_infra
+trap stop_noted_infra EXIT
 cd "$ROOT"
 log "lint: ruff and mypy"
 .venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet . \

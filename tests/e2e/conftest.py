@@ -13,8 +13,8 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from leanon_notification.signing import HEADER, verify
 
+from leanon_notification.signing import HEADER, verify
 from tests.conftest import ROOT, Infra, env_for, free_port
 
 SECRET = "e2e-webhook-secret-0123456789"

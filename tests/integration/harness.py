@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+
 from leanon_intake.readmodel import HelperProfiles, RequestStatuses
 from leanon_intake.service import Intake
 from leanon_matching.app import create_app
@@ -19,8 +21,6 @@ from leanon_shared.kafka import EventBus, ensure_topics
 from leanon_shared.models import HelperProfile, RequestSubmission
 from leanon_shared.offers import OfferRecords
 from leanon_shared.topics import Topics
-from redis.asyncio import Redis
-
 from tests.conftest import Infra, wait_for
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from leanon_matching.reservations import Reservations
 from redis.asyncio import Redis
 
+from leanon_matching.reservations import Reservations
 from tests.conftest import Infra
 
 BASE = datetime(2026, 12, 1, 8, tzinfo=UTC)

@@ -3,6 +3,7 @@
 import asyncio
 
 from aiokafka import AIOKafkaConsumer
+
 from leanon_shared.kafka import (
     ERROR_DETAIL_HEADER,
     ERROR_HEADER,
@@ -11,7 +12,6 @@ from leanon_shared.kafka import (
     subscribe_batches,
 )
 from leanon_shared.settings import LeanOnSettings
-
 from tests.conftest import Infra, wait_for
 
 

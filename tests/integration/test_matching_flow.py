@@ -4,6 +4,7 @@ expiry, an index rebuilt after FLUSHDB, and two instances that never double-book
 from collections import Counter
 from datetime import timedelta
 
+from leanon_shared import cloudevents
 from tests.conftest import Infra, wait_for
 from tests.integration.harness import helper, rig, submission, tomorrow
 
@@ -140,3 +141,54 @@ async def test_two_instances_never_double_book(infra: Infra, prefix: str) -> Non
         )
         assert sum(per_helper.values()) == 10  # five helpers x capacity two
         assert all(n <= 2 for n in per_helper.values())
+
+
+async def test_a_dropped_assignment_goes_to_the_next_helper(infra: Infra, prefix: str) -> None:
+    async with rig(infra, prefix) as r:
+        await r.intake.upsert_helper("o", "first", helper(location={"lat": 52.511, "lon": 13.39}))
+        await r.intake.upsert_helper("o", "second", helper(location={"lat": 52.55, "lon": 13.39}))
+        await wait_for(lambda: r.redis.exists(f"{prefix}h:o:second"), what="helpers indexed")
+        await r.intake.submit_request("o", submission(), "drop")
+        offer = (await r.wait("drop", "offer.created"))[0].data
+        await r.intake.answer_offer("o", offer["offer_id"], "accepted")
+        await r.wait("drop", "request.matched")
+        await r.intake.answer_offer("o", offer["offer_id"], "dropped")
+        await r.wait("drop", "offer.dropped")
+        replacement = (await r.wait("drop", "offer.created", 2))[1].data
+        assert replacement["helper_id"] == "second"
+        load = await r.redis.hgetall(f"{prefix}load:o:first")
+        assert load == {}  # the dropped helper's slot is free again
+
+
+async def test_redelivered_commands_change_nothing(infra: Infra, prefix: str) -> None:
+    async with rig(infra, prefix) as r:
+        await r.intake.upsert_helper("o", "h", helper(capacity=2))
+        await wait_for(lambda: r.redis.exists(f"{prefix}h:o:h"), what="helper indexed")
+        sub = submission()
+        for _ in range(3):  # the same request three times, as a retrying producer would
+            await r.intake.bus.publish(
+                r.intake.topics.requests,
+                cloudevents.CloudEvent(
+                    type="org.leanon.request.submitted",
+                    source="/test",
+                    id="same-event",
+                    subject="dup",
+                    data={
+                        "request_id": "dup",
+                        "region": "r1",
+                        "request": sub.model_dump(mode="json") | {"id": "dup"},
+                    },
+                    extensions={"orgid": "o"},
+                ),
+                "r1",
+            )
+        offer = (await r.wait("dup", "offer.created"))[0].data
+        for _ in range(3):
+            await r.intake.answer_offer("o", offer["offer_id"], "accepted")
+        await r.wait("dup", "request.matched")
+        await r.wait("dup", "offer.accepted")
+        await r.intake.submit_request("o", submission(), "marker")  # after all of the above
+        await r.wait("marker", "offer.created")
+        assert len(r.events.of("dup", "offer.created")) == 1
+        assert len(r.events.of("dup", "request.matched")) == 1
+        assert len(await r.redis.hgetall(f"{prefix}load:o:h")) == 2  # dup and marker, once each

@@ -3,11 +3,11 @@
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from redis.asyncio import Redis
+
 from leanon_matching.index import HelperIndex
 from leanon_matching.reservations import Reservations
 from leanon_matching.store import Timers
-from redis.asyncio import Redis
-
 from tests.unit.factories import helper, request
 
 NOW = datetime(2026, 12, 1, 8, tzinfo=UTC)
@@ -45,6 +45,17 @@ async def test_ended_assignments_stop_counting(redis: Redis, prefix: str) -> Non
     assert await res.reserve("o", "h1", "new", past, NOW + timedelta(hours=1), 1, NOW)
 
 
+async def test_candidates_come_with_their_load_and_recent_offers(redis: Redis, prefix: str) -> None:
+    index, res = HelperIndex(redis, prefix), Reservations(redis, prefix)
+    await index.upsert(helper(id="busy", capacity=3))
+    req = request()
+    await res.reserve("o", "busy", "x1", req.window.start, req.window.end, 3, NOW)
+    await res.count_offer("o", "busy", NOW)
+    await res.count_offer("o", "busy", NOW - timedelta(days=2))
+    [found] = await index.candidates(req, loads=res.load_query("o", NOW))
+    assert (found.helper.id, found.load, found.recent) == ("busy", 1, 2)
+
+
 async def test_index_finds_helpers_whose_radius_reaches_the_request(
     redis: Redis, prefix: str
 ) -> None:
@@ -53,7 +64,7 @@ async def test_index_finds_helpers_whose_radius_reaches_the_request(
     await index.upsert(helper(id="far-small", lat=52.8, lon=13.4, radius_km=5))  # ~32 km away
     await index.upsert(helper(id="far-wide", lat=52.8, lon=13.4, radius_km=80))
     await index.upsert(helper(id="other-skill", skills={"driving": 3}))
-    found = {h.id for h in await index.candidates(request())}
+    found = {c.helper.id for c in await index.candidates(request())}
     assert {"near", "far-wide"} <= found
     assert "other-skill" not in found
 
@@ -65,7 +76,7 @@ async def test_index_update_and_removal_count_for_the_next_request(
     await index.upsert(helper(id="h"))
     await index.upsert(helper(id="h", skills={"driving": 3}))
     assert await index.candidates(request()) == []
-    assert [h.id for h in await index.candidates(request(skills={"driving": 1}))] == ["h"]
+    assert [c.helper.id for c in await index.candidates(request(skills={"driving": 1}))] == ["h"]
     await index.remove("o", "h")
     assert await index.candidates(request(skills={"driving": 1})) == []
 
@@ -74,7 +85,7 @@ async def test_remote_requests_search_the_whole_org(redis: Redis, prefix: str) -
     index = HelperIndex(redis, prefix)
     await index.upsert(helper(id="anywhere", lat=-33.9, lon=151.2))
     found = await index.candidates(request(lat=None, lon=None))
-    assert [h.id for h in found] == ["anywhere"]
+    assert [c.helper.id for c in found] == ["anywhere"]
 
 
 async def test_due_timers_are_leased_not_lost(redis: Redis, prefix: str) -> None:

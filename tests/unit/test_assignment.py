@@ -4,9 +4,9 @@ from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from leanon_matching.domain.assignment import Need, assign, gini, total_score
 from leanon_matching.domain.model import Scored
-
 from tests.unit.factories import helper, request
 
 

@@ -4,7 +4,6 @@ from datetime import UTC, datetime, timedelta
 
 from leanon_matching.domain.availability import coverage
 from leanon_matching.domain.model import Interval
-
 from tests.unit.factories import slot
 
 

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from leanon_matching.domain.availability import covered_seconds, same_day_coverage, weekly_intervals
 from leanon_matching.domain.model import Interval, Slot
 

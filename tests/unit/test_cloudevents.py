@@ -2,6 +2,7 @@
 
 import orjson
 import pytest
+
 from leanon_shared.cloudevents import CloudEvent, InvalidEvent, decode, encode
 
 

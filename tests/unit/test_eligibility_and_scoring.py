@@ -2,10 +2,10 @@
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from leanon_matching.domain.eligibility import Rejection, check, explain
 from leanon_matching.domain.model import Weights
 from leanon_matching.domain.scoring import score
-
 from tests.unit.factories import helper, request
 
 

@@ -3,8 +3,9 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from leanon_shared.models import Contact, HelperProfile, RequestSubmission, check_webhook_host
 from pydantic import ValidationError
+
+from leanon_shared.models import Contact, HelperProfile, RequestSubmission, check_webhook_host
 
 HELPER = {"skills": {"first_aid": 3}, "contact": {"email": "a@example.org"}}
 

@@ -6,8 +6,10 @@ from math import asin, cos, radians, sin, sqrt
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from leanon_matching.domain.availability import covered_seconds, weekly_intervals
 from leanon_matching.domain.model import Helper, Interval, Request, Slot
+from leanon_matching.index import Candidate
 from leanon_matching.service import Matcher, MatchingConfig
 
 SKILLS = ["a", "b", "c"]
@@ -17,15 +19,13 @@ class FakeIndex:
     def __init__(self, helpers: list[Helper]) -> None:
         self.helpers = helpers
 
-    async def candidates(self, request: Request) -> list[Helper]:
-        return list(self.helpers)
+    async def candidates(self, request: Request, **_: object) -> list[Candidate]:
+        return [Candidate(h, 0, 0) for h in self.helpers]
 
 
 class FakeReservations:
-    async def loads(
-        self, org: str, ids: list[str], start: datetime, end: datetime, now: datetime
-    ) -> list[tuple[int, int]]:
-        return [(0, 0)] * len(ids)
+    def load_query(self, org: str, now: datetime) -> None:
+        return None
 
 
 def km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -1,11 +1,12 @@
 """Webhook signatures verify only with the right secret; settings refuse placeholders."""
 
 import pytest
+from pydantic import SecretStr
+
 from leanon_intake.settings import IntakeSettings
 from leanon_notification.settings import NotificationSettings
 from leanon_notification.signing import sign, verify
 from leanon_shared.settings import SettingsError
-from pydantic import SecretStr
 
 SECRET = b"a-long-enough-test-secret"
 

@@ -104,15 +104,27 @@ def host_is_private(host: str, resolve: bool = True) -> bool:
             infos = socket.getaddrinfo(host, None)
         except (socket.gaierror, UnicodeError):
             return False  # unresolvable now; delivery checks again
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    return any(
+        addresses = [resolved_address(info[4][0]) for info in infos]
+    return any(is_internal(a) for a in addresses)
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def resolved_address(raw: str | int) -> IPAddress:
+    """An address from getaddrinfo, without an IPv6 zone suffix."""
+    return ipaddress.ip_address(str(raw).split("%")[0])
+
+
+def is_internal(a: IPAddress) -> bool:
+    """Loopback, private, link-local and other addresses no webhook may reach."""
+    return (
         a.is_private
         or a.is_loopback
         or a.is_link_local
         or a.is_reserved
         or a.is_unspecified
         or a.is_multicast
-        for a in addresses
     )
 
 

@@ -1,11 +1,10 @@
 """python -m leanon_intake: run the intake service."""
 
+from leanon_intake.app import create_app
+from leanon_intake.settings import IntakeSettings
 from leanon_shared.runtime import serve
 from leanon_shared.settings import SettingsError
 from leanon_shared.telemetry import setup_logging
-
-from leanon_intake.app import create_app
-from leanon_intake.settings import IntakeSettings
 
 
 def main() -> None:

@@ -7,17 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
-from leanon_shared.offers import OfferRecords
-from leanon_shared.runtime import redis_client, redis_ready
-from leanon_shared.telemetry import health_routes
-from leanon_shared.topics import Topics
 
 from leanon_intake.handlers import IntakeEvents, StatusProjection
 from leanon_intake.http import BodyLimit, build_router, install_error_handlers
 from leanon_intake.readmodel import HelperProfiles, RequestStatuses
 from leanon_intake.service import Intake
 from leanon_intake.settings import IntakeSettings
+from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
+from leanon_shared.offers import OfferRecords
+from leanon_shared.runtime import redis_client, redis_ready
+from leanon_shared.telemetry import health_routes
+from leanon_shared.topics import Topics
 
 log = logging.getLogger(__name__)
 

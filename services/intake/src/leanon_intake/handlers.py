@@ -6,16 +6,16 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
-from leanon_shared import cloudevents
-from leanon_shared import events as ev
-from leanon_shared.kafka import EventBus
-from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
 from pydantic import ValidationError
 
 from leanon_intake import metrics
 from leanon_intake.errors import IntakeError
 from leanon_intake.readmodel import RequestStatuses
 from leanon_intake.service import Intake
+from leanon_shared import cloudevents
+from leanon_shared import events as ev
+from leanon_shared.kafka import EventBus
+from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
 
 log = logging.getLogger(__name__)
 

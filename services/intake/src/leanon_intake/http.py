@@ -6,12 +6,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leanon_intake.errors import IntakeError
 from leanon_intake.service import Intake
+from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
 
 bearer = HTTPBearer(auto_error=False)
 IdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
+
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, now_iso
-from redis.asyncio import Redis
 
 STATUS_TTL_S = 30 * 24 * 3600
 OFFER_STATUS = {

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from leanon_intake.errors import Conflict, Invalid, NotFound
+from leanon_intake.readmodel import HelperProfiles, RequestStatuses
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus
@@ -24,9 +26,6 @@ from leanon_shared.models import (
 from leanon_shared.offers import OfferRecords
 from leanon_shared.regions import region_key
 from leanon_shared.topics import Topics
-
-from leanon_intake.errors import Conflict, Invalid, NotFound
-from leanon_intake.readmodel import HelperProfiles, RequestStatuses
 
 ANSWER_TYPES = {
     "accepted": ev.OFFER_ACCEPTED,

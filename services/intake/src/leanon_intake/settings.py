@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from leanon_shared.settings import PLACEHOLDER_SECRETS, LeanOnSettings, SettingsError
 from pydantic import Field, SecretStr
+
+from leanon_shared.settings import PLACEHOLDER_SECRETS, LeanOnSettings, SettingsError
 
 
 class IntakeSettings(LeanOnSettings):

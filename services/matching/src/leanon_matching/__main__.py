@@ -1,10 +1,9 @@
 """python -m leanon_matching: run the matching service."""
 
-from leanon_shared.runtime import serve
-from leanon_shared.telemetry import setup_logging
-
 from leanon_matching.app import create_app
 from leanon_matching.settings import MatchingSettings
+from leanon_shared.runtime import serve
+from leanon_shared.telemetry import setup_logging
 
 
 def main() -> None:

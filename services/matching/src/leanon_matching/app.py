@@ -8,13 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from leanon_shared import events as ev
-from leanon_shared.cloudevents import CloudEvent
-from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
-from leanon_shared.offers import OfferRecords
-from leanon_shared.runtime import redis_client, redis_ready
-from leanon_shared.telemetry import health_routes
-from leanon_shared.topics import Topics
 from starlette.applications import Starlette
 
 from leanon_matching import metrics
@@ -25,6 +18,13 @@ from leanon_matching.reservations import Reservations
 from leanon_matching.service import Matcher
 from leanon_matching.settings import MatchingSettings
 from leanon_matching.store import RequestStore, Timers
+from leanon_shared import events as ev
+from leanon_shared.cloudevents import CloudEvent
+from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
+from leanon_shared.offers import OfferRecords
+from leanon_shared.runtime import redis_client, redis_ready
+from leanon_shared.telemetry import health_routes
+from leanon_shared.topics import Topics
 
 log = logging.getLogger(__name__)
 TIMER_LEASE_S = 30.0

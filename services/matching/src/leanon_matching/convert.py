@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from leanon_shared.models import HelperRecord, RequestSubmission
-
 from leanon_matching.domain.model import Helper, Interval, Request, Slot
+from leanon_shared.models import HelperRecord, RequestSubmission
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

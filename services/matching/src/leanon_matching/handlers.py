@@ -7,9 +7,6 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 from aiokafka import ConsumerRecord
-from leanon_shared import cloudevents
-from leanon_shared import events as ev
-from leanon_shared.kafka import EventBus
 from pydantic import ValidationError
 
 from leanon_matching import metrics
@@ -17,6 +14,9 @@ from leanon_matching.convert import helper_from_json
 from leanon_matching.domain.model import Helper
 from leanon_matching.index import HelperIndex
 from leanon_matching.service import Matcher
+from leanon_shared import cloudevents
+from leanon_shared import events as ev
+from leanon_shared.kafka import EventBus
 
 log = logging.getLogger(__name__)
 POISON = (cloudevents.InvalidEvent, ValidationError, KeyError, TypeError, ValueError)

@@ -42,9 +42,10 @@ RING = 2
 PER_RING = (16, 8, 4)  # helpers read per set in the own cell, the first ring, the second
 MAX_CANDIDATES = 64
 
-# The candidate search, in one round trip. ARGV: min level; per-set limits for ring 0, ring 1
+# The candidate search, in one round trip. ARGV: (unused); per-set limits for ring 0, ring 1
 # and ring 2; how many sets are ring 0 and ring 1; total limit; offset seed; profile key
-# prefix; sorted-set key prefix; skill; the request's lat and lon ("" when remote); the sets
+# prefix; sorted-set key prefix; the required skills as "skill:level,..."; the request's lat
+# and lon ("" when remote); the sets
 # to read as "tier:cell" joined by ",", nearest first ("*": the org-wide set).
 # Keys are built here, not passed, which keeps a call with ~100 sets cheap to send; it also
 # means one org's index must live on one Redis node (no cluster slots).
@@ -52,11 +53,18 @@ MAX_CANDIDATES = 64
 # a random offset, so a dense city does not always offer the same people.
 # Returns id, packed profile, id, packed profile, ...
 _CANDIDATES = """
-local min_level = tonumber(ARGV[1])
 local limits = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 local ring0, ring1 = tonumber(ARGV[5]), tonumber(ARGV[6])
 local total, seed = tonumber(ARGV[7]), tonumber(ARGV[8])
-local profile_prefix, set_prefix, skill = ARGV[9], ARGV[10], ARGV[11]
+local profile_prefix, set_prefix = ARGV[9], ARGV[10]
+-- The rarest required skill (smallest org-wide set) drives the search; the others are
+-- checked on each profile afterwards.
+local skill, min_level, rarest
+for name, level in string.gmatch(ARGV[11], '([^,:]+):(%d+)') do
+  local size = redis.call('ZCARD', set_prefix .. name)
+  if rarest == nil or size < rarest then skill, min_level, rarest = name, tonumber(level), size end
+end
+if rarest == nil or rarest == 0 then return {} end
 local lat, lon = tonumber(ARGV[12]), tonumber(ARGV[13])
 local located = ARGV[12] ~= ''
 local sets = {}
@@ -72,7 +80,33 @@ local function within(profile)
   local reach = radius10 / 10 * 1.05 + 1
   return dx * dx + dy * dy <= reach * reach
 end
-local out, seen, n = {}, {}, 0
+-- Optional, ARGV 15-18: the load-hash prefix, the window (epoch seconds) and the recent-offer
+-- hashes joined by ","; then each helper also comes with its overlapping load and its offers
+-- of the last days, saving the caller a second round trip.
+local function with_loads(out, found)
+  if ARGV[15] == nil or ARGV[15] == '' or #found == 0 then return out end
+  local start, stop = tonumber(ARGV[16]), tonumber(ARGV[17])
+  local recent = {}
+  for k = 1, #found do recent[k] = 0 end
+  for day in string.gmatch(ARGV[18], '[^,]+') do
+    local counts = redis.call('HMGET', day, unpack(found))
+    for k = 1, #found do recent[k] = recent[k] + (tonumber(counts[k]) or 0) end
+  end
+  local result = {}
+  for k = 1, #found do
+    local vals, load = redis.call('HVALS', ARGV[15] .. found[k]), 0
+    for i = 1, #vals do
+      local s, e = string.match(vals[i], '([^,]+),([^,]+)')
+      if tonumber(s) < stop and start < tonumber(e) then load = load + 1 end
+    end
+    result[#result + 1] = out[2 * k - 1]
+    result[#result + 1] = out[2 * k]
+    result[#result + 1] = load
+    result[#result + 1] = recent[k]
+  end
+  return result
+end
+local out, seen, found, n = {}, {}, {}, 0
 for a = 1, #sets do
   local index = a - 1
   local per_key = limits[3]
@@ -97,17 +131,18 @@ for a = 1, #sets do
           seen[id] = true
           local profile = redis.call('GET', profile_prefix .. id)
           if profile and (not located or within(profile)) then
+            found[#found + 1] = id
             out[#out + 1] = id
             out[#out + 1] = profile
             n = n + 1
-            if n >= total then return out end
+            if n >= total then return with_loads(out, found) end
           end
         end
       end
     end
   end
 end
-return out
+return with_loads(out, found)
 """
 
 
@@ -132,6 +167,21 @@ end
 return 1
 """
 APPLY_CHUNK = 10_000  # operations per call
+
+
+@dataclass(frozen=True, slots=True)
+class LoadQuery:
+    """Where capacity and recent offers live (see reservations.py), to read with candidates."""
+
+    load_prefix: str
+    recent_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    helper: Helper
+    load: int  # offers and assignments it holds that overlap the request window
+    recent: int  # offers it received over the last days
 
 
 def tier_for(radius_km: float) -> Tier:
@@ -224,41 +274,44 @@ class HelperIndex:
                 rings[distance] += [f"{tier.name}:{c}" for c in h3.grid_ring(center, distance)]
         return [cell for ring in rings for cell in ring], len(rings[0]), len(rings[1])
 
-    async def candidates(self, request: Request, *, limit: int = MAX_CANDIDATES) -> list[Helper]:
+    async def candidates(
+        self, request: Request, *, limit: int = MAX_CANDIDATES, loads: LoadQuery | None = None
+    ) -> list[Candidate]:
         """At most `limit` helpers holding the rarest required skill at its level and roughly
-        within their radius of the request, nearest cells first; the exact hard constraints
-        are checked afterwards by the caller."""
-        skills = list(request.skills)
-        if len(skills) > 1:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for s in skills:
-                    pipe.zcard(self._skill_set(request.org, s))
-                sizes = await pipe.execute()
-            skill = skills[sizes.index(min(sizes))]
-        else:
-            skill = skills[0]
+        within their radius of the request, nearest cells first, with their current load when
+        asked; the exact hard constraints are checked afterwards by the caller."""
         cells, ring0, ring1 = self.search_cells(request)
         limits = PER_RING if request.lat is not None else (limit, limit, limit)
-        flat = await self._candidates(
-            keys=[],
-            args=[
-                request.skills[skill],
-                *limits,
-                ring0,
-                ring1,
-                limit,
-                random.getrandbits(30),
-                self._profile_prefix(request.org),
-                f"{self._p}hz:{request.org}:",
-                skill,
-                "" if request.lat is None else request.lat,
-                "" if request.lon is None else request.lon,
-                ",".join(cells),
-            ],
-        )
-        org = request.org
+        args: list[str | int | float] = [
+            "",
+            *limits,
+            ring0,
+            ring1,
+            limit,
+            random.getrandbits(30),
+            self._profile_prefix(request.org),
+            f"{self._p}hz:{request.org}:",
+            ",".join(f"{name}:{level}" for name, level in request.skills.items()),
+            "" if request.lat is None else request.lat,
+            "" if request.lon is None else request.lon,
+            ",".join(cells),
+        ]
+        if loads is not None:
+            args += [
+                loads.load_prefix,
+                int(request.window.start.timestamp()),
+                int(request.window.end.timestamp()),
+                ",".join(loads.recent_keys),
+            ]
+        flat = await self._candidates(keys=[], args=args)
+        org, step = request.org, 2 if loads is None else 4
         return [
-            unpack_helper(org, _text(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)
+            Candidate(
+                unpack_helper(org, _text(flat[i]), bytes(flat[i + 1])),
+                int(flat[i + 2]) if loads is not None else 0,
+                int(flat[i + 3]) if loads is not None else 0,
+            )
+            for i in range(0, len(flat), step)
         ]
 
     async def is_current(self) -> bool:

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
+from leanon_matching.index import LoadQuery
+
 # KEYS[1] helper hash; ARGV: offer_id, start, end, capacity, now.  Returns 1 reserved, 0 full.
 _RESERVE = """
 local now = tonumber(ARGV[5])
@@ -110,6 +112,11 @@ class Reservations:
             pipe.hincrby(key, helper_id, 1)
             pipe.expire(key, RECENT_TTL_S)
             await pipe.execute()
+
+    def load_query(self, org: str, now: datetime) -> LoadQuery:
+        """What the candidate search needs to return loads with the helpers it finds."""
+        days = tuple(self._recent_key(org, now - timedelta(days=d)) for d in range(RECENT_DAYS))
+        return LoadQuery(self.key(org, ""), days)
 
     async def loads(
         self, org: str, helper_ids: Sequence[str], start: datetime, end: datetime, now: datetime

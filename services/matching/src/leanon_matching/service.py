@@ -15,21 +15,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from leanon_shared import events as ev
-from leanon_shared.cloudevents import CloudEvent
-from leanon_shared.models import RequestSubmission
-from leanon_shared.offers import OfferRecord, OfferRecords
-
 from leanon_matching import metrics
 from leanon_matching.convert import request_from_submission
 from leanon_matching.domain.assignment import Need, assign
 from leanon_matching.domain.eligibility import Check, Rejection, check, explain
 from leanon_matching.domain.lifecycle import Change, Offer, RequestState
-from leanon_matching.domain.model import Helper, Request, Scored, Weights
+from leanon_matching.domain.model import Request, Scored, Weights
 from leanon_matching.domain.scoring import score
 from leanon_matching.index import HelperIndex
 from leanon_matching.reservations import Reservations
 from leanon_matching.store import RequestStore, Timers
+from leanon_shared import events as ev
+from leanon_shared.cloudevents import CloudEvent
+from leanon_shared.models import RequestSubmission
+from leanon_shared.offers import OfferRecord, OfferRecords
 
 log = logging.getLogger(__name__)
 OFFER_NAMESPACE = uuid.UUID("6b3c1f1e-8a57-4a53-9a35-3f0a4e9c2d10")
@@ -155,40 +154,37 @@ class Matcher:
     # -- ranking ---------------------------------------------------------------------------
     async def rank(self, request: Request, asked: frozenset[str] = frozenset()) -> Ranking:
         """Candidates from the index, the hard constraints, then the score: best first."""
-        helpers = await self.index.candidates(request)
-        checks = [
-            (h, check(h, request, asked=asked, coverage_threshold=self.config.coverage_threshold))
-            for h in helpers
-        ]
-        eligible: list[tuple[Helper, Check]] = [(h, c) for h, c in checks if c.rejection is None]
-        ids = [h.id for h, _ in eligible]
-        loads = await self.reservations.loads(
-            request.org, ids, request.window.start, request.window.end, self.clock()
+        found = await self.index.candidates(
+            request, loads=self.reservations.load_query(request.org, self.clock())
         )
-        ranked, remaining = [], {}
-        for (h, c), (load, past) in zip(eligible, loads, strict=True):
-            if load >= h.capacity:
+        ranked, remaining, full = [], {}, 0
+        rejected: list[Check] = []
+        for candidate in found:
+            h = candidate.helper
+            c = check(h, request, asked=asked, coverage_threshold=self.config.coverage_threshold)
+            if c.rejection is not None:
+                rejected.append(c)
                 continue
-            remaining[h.id] = h.capacity - load
+            if candidate.load >= h.capacity:
+                full += 1
+                continue
+            remaining[h.id] = h.capacity - candidate.load
             ranked.append(
                 score(
                     h,
                     request,
                     distance_km=c.distance_km,
                     coverage=c.coverage,
-                    load=load,
+                    load=candidate.load,
                     weights=self.config.weights,
                     distance_scale_km=self.config.distance_scale_km,
-                    recent=past,
+                    recent=candidate.recent,
                     recent_scale=self.config.recent_scale,
                 )
             )
         ranked.sort(key=lambda s: (-s.score, s.helper.id))
-        rejected = [c for _, c in checks if c.rejection is not None]
-        full = len(eligible) - len(ranked)
-        if full:
-            rejected += [Check(Rejection.CAPACITY)] * full
-        return Ranking(ranked, rejected, len(helpers), remaining)
+        rejected += [Check(Rejection.CAPACITY)] * full
+        return Ranking(ranked, rejected, len(found), remaining)
 
     def wanted(self, state: RequestState, request: Request) -> int:
         """Offers to make now: one per open slot, k per slot for critical requests (fan-out)."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from leanon_shared.settings import LeanOnSettings
 from pydantic import Field
 
 from leanon_matching.domain.model import Weights
 from leanon_matching.service import MatchingConfig
+from leanon_shared.settings import LeanOnSettings
 
 
 class MatchingSettings(LeanOnSettings):

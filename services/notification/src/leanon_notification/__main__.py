@@ -1,11 +1,10 @@
 """python -m leanon_notification: run the notification service."""
 
+from leanon_notification.app import create_app
+from leanon_notification.settings import NotificationSettings
 from leanon_shared.runtime import serve
 from leanon_shared.settings import SettingsError
 from leanon_shared.telemetry import setup_logging
-
-from leanon_notification.app import create_app
-from leanon_notification.settings import NotificationSettings
 
 
 def main() -> None:

@@ -6,11 +6,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from leanon_shared.cloudevents import CloudEvent
-from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
-from leanon_shared.runtime import redis_client, redis_ready
-from leanon_shared.telemetry import health_routes
-from leanon_shared.topics import Topics
 from starlette.applications import Starlette
 
 from leanon_notification.contacts import ContactBook
@@ -18,6 +13,11 @@ from leanon_notification.dispatcher import Dispatcher, Reporter
 from leanon_notification.handlers import EventDeliveries, HelperContacts, RequesterContacts
 from leanon_notification.settings import NotificationSettings
 from leanon_notification.webhooks import WebhookSender
+from leanon_shared.cloudevents import CloudEvent
+from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
+from leanon_shared.runtime import redis_client, redis_ready
+from leanon_shared.telemetry import health_routes
+from leanon_shared.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from leanon_shared.models import Contact
 from redis.asyncio import Redis
+
+from leanon_shared.models import Contact
 
 Role = Literal["helper", "requester"]
 REQUESTER_TTL_S = 45 * 24 * 3600

@@ -8,14 +8,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from leanon_shared import events as ev
-from leanon_shared.cloudevents import CloudEvent, now_iso, to_json_bytes
-from leanon_shared.models import Contact
 from redis.asyncio import Redis
 
 from leanon_notification import metrics
 from leanon_notification.contacts import ContactBook, Role, Unknown
 from leanon_notification.webhooks import WebhookSender
+from leanon_shared import events as ev
+from leanon_shared.cloudevents import CloudEvent, now_iso, to_json_bytes
+from leanon_shared.models import Contact
 
 log = logging.getLogger(__name__)
 HELPER_TYPES = frozenset({ev.OFFER_CREATED, ev.OFFER_WITHDRAWN})

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 import orjson
 from aiokafka import ConsumerRecord
-from leanon_shared import cloudevents
-from leanon_shared import events as ev
-from leanon_shared.models import Contact, HelperRecord
 from pydantic import ValidationError
 
 from leanon_notification import metrics
 from leanon_notification.contacts import ContactBook
 from leanon_notification.dispatcher import Dispatcher
+from leanon_shared import cloudevents
+from leanon_shared import events as ev
+from leanon_shared.models import Contact, HelperRecord
 
 log = logging.getLogger(__name__)
 

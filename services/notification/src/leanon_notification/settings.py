@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from leanon_shared.settings import LeanOnSettings, require_secret
 from pydantic import Field, SecretStr
+
+from leanon_shared.settings import LeanOnSettings, require_secret
 
 
 class NotificationSettings(LeanOnSettings):

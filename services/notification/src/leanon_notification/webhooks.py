@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from leanon_notification.signing import HEADER, sign
+from leanon_shared.models import is_internal, resolved_address
 
 CONTENT_TYPE = "application/cloudevents+json"
 
@@ -47,16 +48,8 @@ class WebhookSender:
         except ValueError:
             loop = asyncio.get_running_loop()
             infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-            addresses = [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
-        return any(
-            a.is_private
-            or a.is_loopback
-            or a.is_link_local
-            or a.is_reserved
-            or a.is_unspecified
-            or a.is_multicast
-            for a in addresses
-        )
+            addresses = [resolved_address(i[4][0]) for i in infos]
+        return any(is_internal(a) for a in addresses)
 
     async def send(self, url: str, body: bytes) -> Outcome:
         assert self._session is not None, "WebhookSender.start() first"
