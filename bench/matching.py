@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import city
 import postgis
 
+from leanon_matching.convert import helper_from_json
 from leanon_matching.domain.assignment import Need, assign, gini, total_score
-from leanon_matching.domain.model import Helper, Interval, Request, Slot
+from leanon_matching.domain.model import Helper, Interval, Request
 from leanon_matching.index import HelperIndex
 from leanon_matching.rebuild import replay
 from leanon_matching.reservations import Reservations
@@ -42,7 +43,6 @@ from leanon_matching.service import Matcher, MatchingConfig
 from leanon_shared.runtime import tune_gc
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def log(message: str) -> None:
@@ -50,25 +50,8 @@ def log(message: str) -> None:
 
 
 def to_helper(raw: dict[str, Any]) -> Helper:
-    def hhmm(v: str) -> int:
-        return int(v[:2]) * 60 + int(v[3:5])
-
-    slots = tuple(
-        Slot(DAYS.index(s["day"]), hhmm(s["start"]), hhmm(s["end"])) for s in raw["weekly"]
-    )
-    return Helper(
-        raw["org"],
-        raw["id"],
-        dict(raw["skills"]),
-        frozenset(raw["languages"]),
-        raw["lat"],
-        raw["lon"],
-        float(raw["radius_km"]),
-        raw["timezone"],
-        slots,
-        (),
-        int(raw["capacity"]),
-    )
+    """The helper as matching's index holds it, through the same conversion a rebuild uses."""
+    return helper_from_json(record(raw))
 
 
 def to_request(raw: dict[str, Any]) -> Request:
@@ -87,7 +70,7 @@ def to_request(raw: dict[str, Any]) -> Request:
     )
 
 
-def record_json(raw: dict[str, Any]) -> bytes:
+def record(raw: dict[str, Any]) -> dict[str, Any]:
     """The helpers-topic record intake would have written for this helper."""
     profile = {
         "skills": raw["skills"],
@@ -98,15 +81,17 @@ def record_json(raw: dict[str, Any]) -> bytes:
         "capacity": raw["capacity"],
         "contact": {"email": "bench@example.org"},
     }
-    return orjson.dumps(
-        {
-            "org": raw["org"],
-            "helper_id": raw["id"],
-            "version": 1,
-            "profile": profile,
-            "updated_at": datetime.now(UTC).isoformat(),
-        }
-    )
+    return {
+        "org": raw["org"],
+        "helper_id": raw["id"],
+        "version": 1,
+        "profile": profile,
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def record_json(raw: dict[str, Any]) -> bytes:
+    return orjson.dumps(record(raw))
 
 
 async def used_memory(redis: Redis) -> int:
