@@ -13,7 +13,7 @@ cleanup() {
   stop_noted_infra
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 0' INT TERM  # Ctrl-C is how the demo is meant to end
 
 "$HERE/infra.sh" up
 if ! "$HERE/services.sh" status | grep -q running; then started_services=1; fi
