@@ -12,6 +12,7 @@ densest city and no request ever scans all helpers.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 from leanon_matching.convert import pack_helper, unpack_helper
 from leanon_matching.domain.model import Helper, Request
 
-INDEX_VERSION = "3"
+INDEX_VERSION = "4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ TIERS: tuple[Tier, ...] = (
     Tier("t500", 500, 1),
 )
 RING = 2
+ORG_SHARDS = 1024
 PER_RING = (16, 8, 4)  # helpers read per set in the own cell, the first ring, the second
 MAX_CANDIDATES = 64
 
@@ -46,7 +48,7 @@ MAX_CANDIDATES = 64
 # and ring 2; how many sets are ring 0 and ring 1; total limit; offset seed; profile key
 # prefix; sorted-set key prefix; the required skills as "skill:level,..."; the request's lat
 # and lon ("" when remote); the sets
-# to read as "tier:cell" joined by ",", nearest first ("*": the org-wide set).
+# to read as "tier:cell" joined by ",", nearest first ("*<n>": shard n of the org-wide sets).
 # Keys are built here, not passed, which keeps a call with ~100 sets cheap to send; it also
 # means one org's index must live on one Redis node (no cluster slots).
 # Within a set, helpers at or above the level are read by rank (O(log n) to any offset) from
@@ -61,7 +63,7 @@ local profile_prefix, set_prefix = ARGV[9], ARGV[10]
 -- checked on each profile afterwards.
 local skill, min_level, rarest
 for name, level in string.gmatch(ARGV[11], '([^,:]+):(%d+)') do
-  local size = redis.call('ZCARD', set_prefix .. name)
+  local size = tonumber(redis.call('HGET', set_prefix .. '#', name)) or 0
   if rarest == nil or size < rarest then skill, min_level, rarest = name, tonumber(level), size end
 end
 if rarest == nil or rarest == 0 then return {} end
@@ -116,7 +118,9 @@ for a = 1, #sets do
     per_key = limits[2]
   end
   local key = set_prefix .. sets[a] .. ':' .. skill
-  if sets[a] == '*' then key = set_prefix .. skill end
+  if string.sub(sets[a], 1, 1) == '*' then  -- an org-wide shard: "*<n>"
+    key = set_prefix .. skill .. ':' .. string.sub(sets[a], 2)
+  end
   local size = redis.call('ZCARD', key)
   if size > 0 then
     local below = redis.call('ZCOUNT', key, '-inf', '(' .. min_level)
@@ -147,7 +151,8 @@ return with_loads(out, found)
 
 
 # Index writes in one call. ARGV: operations, each an opcode and its arguments:
-# "a" set member level (ZADD), "r" set member (ZREM), "s" key value (SET), "d" key (DEL).
+# "a" set member level (ZADD), "r" set member (ZREM), "s" key value (SET), "d" key (DEL),
+# "A"/"R" set member level|"" counts skill: ZADD/ZREM that also keep the org's skill sizes.
 _APPLY = """
 local i = 1
 while i <= #ARGV do
@@ -158,6 +163,16 @@ while i <= #ARGV do
     redis.call('ZREM', ARGV[i + 1], ARGV[i + 2]); i = i + 3
   elseif op == 's' then
     redis.call('SET', ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 'A' then  -- a counted add: the org's size for the skill grows when new
+    if redis.call('ZADD', ARGV[i + 1], ARGV[i + 3], ARGV[i + 2]) == 1 then
+      redis.call('HINCRBY', ARGV[i + 4], ARGV[i + 5], 1)
+    end
+    i = i + 6
+  elseif op == 'R' then
+    if redis.call('ZREM', ARGV[i + 1], ARGV[i + 2]) == 1 then
+      redis.call('HINCRBY', ARGV[i + 4], ARGV[i + 5], -1)
+    end
+    i = i + 6
   elseif op == 'd' then
     redis.call('DEL', ARGV[i + 1]); i = i + 2
   else
@@ -202,20 +217,30 @@ class HelperIndex:
     def _cell_set(self, org: str, tier: str, cell: str, skill: str) -> str:
         return f"{self._p}hz:{org}:{tier}:{cell}:{skill}"
 
-    def _skill_set(self, org: str, skill: str) -> str:
-        return f"{self._p}hz:{org}:{skill}"  # org-wide: every helper with the skill
+    def _skill_shard(self, org: str, skill: str, helper_id: str) -> str:
+        """Org-wide sets are sharded so that each stays small enough for Redis's compact
+        listpack encoding (five times smaller than a skiplist entry)."""
+        return f"{self._p}hz:{org}:{skill}:{zlib.crc32(helper_id.encode()) % ORG_SHARDS}"
+
+    def _skill_counts(self, org: str) -> str:
+        return f"{self._p}hz:{org}:#"
 
     @property
     def version_key(self) -> str:
         return f"{self._p}index:version"
 
-    def _memberships(self, h: Helper) -> list[tuple[str, int]]:
-        """(sorted set, score) for every set the helper belongs in."""
-        out = [(self._skill_set(h.org, s), level) for s, level in h.skills.items()]
+    def _memberships(self, h: Helper) -> list[tuple[str, int, str | None]]:
+        """(sorted set, score, skill counted in the org's skill sizes or None) for every set
+        the helper belongs in."""
+        out: list[tuple[str, int, str | None]] = [
+            (self._skill_shard(h.org, s, h.id), level, s) for s, level in h.skills.items()
+        ]
         if h.lat is not None and h.lon is not None:
             tier = tier_for(h.radius_km)
             cell = h3.latlng_to_cell(h.lat, h.lon, tier.resolution)
-            out += [(self._cell_set(h.org, tier.name, cell, s), lv) for s, lv in h.skills.items()]
+            out += [
+                (self._cell_set(h.org, tier.name, cell, s), lv, None) for s, lv in h.skills.items()
+            ]
         return out
 
     # -- writes ----------------------------------------------------------------------------
@@ -241,13 +266,20 @@ class HelperIndex:
         ops: list[tuple[str | bytes | int, ...]] = []
         for (org, helper_id), old_raw, helper in zip(keys, olds, latest.values(), strict=True):
             if old_raw is not None:
-                for key, _ in self._memberships(unpack_helper(org, helper_id, old_raw)):
-                    ops.append(("r", key, helper_id))
+                old = unpack_helper(org, helper_id, old_raw)
+                for key, _, counted in self._memberships(old):
+                    if counted is None:
+                        ops.append(("r", key, helper_id))
+                    else:
+                        ops.append(("R", key, helper_id, "", self._skill_counts(org), counted))
             if helper is None:
                 ops.append(("d", self._profile_prefix(org) + helper_id))
                 continue
-            for key, level in self._memberships(helper):
-                ops.append(("a", key, helper_id, level))
+            for key, level, counted in self._memberships(helper):
+                if counted is None:
+                    ops.append(("a", key, helper_id, level))
+                else:
+                    ops.append(("A", key, helper_id, level, self._skill_counts(org), counted))
             ops.append(("s", self._profile_prefix(org) + helper_id, pack_helper(helper)))
         for start in range(0, len(ops), APPLY_CHUNK):
             await self._apply(
@@ -263,10 +295,11 @@ class HelperIndex:
 
     def search_cells(self, request: Request) -> tuple[list[str], int, int]:
         """The sets to look in as "tier:cell", nearest first (every tier's own cell, then the
-        first ring, then the second), with how many are ring 0 and ring 1; one "*" (the
-        org-wide set) for a request without a location."""
+        first ring, then the second), with how many are ring 0 and ring 1; for a request
+        without a location, every org-wide shard from a random one on."""
         if request.lat is None or request.lon is None:
-            return ["*"], 1, 0
+            first = random.randrange(ORG_SHARDS)
+            return [f"*{(first + i) % ORG_SHARDS}" for i in range(ORG_SHARDS)], ORG_SHARDS, 0
         rings: list[list[str]] = [[] for _ in range(RING + 1)]
         for tier in TIERS:
             center = h3.latlng_to_cell(request.lat, request.lon, tier.resolution)
