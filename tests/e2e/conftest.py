@@ -13,9 +13,10 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
+from redis.asyncio import Redis
 
 from leanon_notification.signing import HEADER, verify
-from tests.conftest import ROOT, Infra, env_for, free_port
+from tests.conftest import ROOT, Infra, env_for, free_port, wait_for
 
 SECRET = "e2e-webhook-secret-0123456789"
 KEYS = {"alpha": "alpha-key-0123456789abcdef", "beta": "beta-key-0123456789abcdef"}
@@ -26,6 +27,16 @@ class Stack:
     intake: str
     env: dict[str, str]
     run_dir: Path
+
+    async def indexed(self, org: str, helper_id: str) -> None:
+        """Wait until matching has the helper in its index: helpers and requests travel on
+        different topics, so a request sent at once may otherwise be searched first."""
+        redis = Redis.from_url(self.env["LEANON_REDIS_URL"], protocol=2)
+        key = f"{self.env['LEANON_TOPIC_PREFIX']}h:{org}:{helper_id}"
+        try:
+            await wait_for(lambda: redis.exists(key), what=f"helper {helper_id} indexed")
+        finally:
+            await redis.aclose()
 
     def client(self, org: str = "alpha") -> httpx.AsyncClient:
         return httpx.AsyncClient(

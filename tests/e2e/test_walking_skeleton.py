@@ -59,6 +59,7 @@ async def test_request_is_offered_accepted_and_matched(stack: Stack, receiver: R
             await api.put("/v1/helpers/h-ana", json=helper_body(receiver, "h-ana"))
         ).status_code == 200
 
+        await stack.indexed("alpha", "h-ana")
         posted = await api.post("/v1/requests", json=request_body(receiver, "r-1"))
         assert posted.status_code == 202, posted.text
         assert posted.json()["status"] == "pending"
@@ -139,6 +140,7 @@ async def test_contact_details_never_reach_the_events_topic(
 ) -> None:
     async with stack.client() as api:
         await api.put("/v1/helpers/h-priv", json=helper_body(receiver, "h-priv"))
+        await stack.indexed("alpha", "h-priv")
         await api.post("/v1/requests", json=request_body(receiver, "r-priv"))
         await wait_for(
             lambda: (
