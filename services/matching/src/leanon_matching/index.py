@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import h3
@@ -287,12 +287,6 @@ class HelperIndex:
             )
 
     # -- reads -----------------------------------------------------------------------------
-    async def get_many(self, org: str, ids: Sequence[str]) -> list[Helper]:
-        if not ids:
-            return []
-        raws = await self._r.mget([self._profile_prefix(org) + i for i in ids])
-        return [unpack_helper(org, i, r) for i, r in zip(ids, raws, strict=True) if r]
-
     def search_cells(self, request: Request) -> tuple[list[str], int, int]:
         """The sets to look in as "tier:cell", nearest first (every tier's own cell, then the
         first ring, then the second), with how many are ring 0 and ring 1; for a request
