@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from leanon_shared.models import Contact, HelperProfile, RequestSubmission, check_webhook_host
+from leanon_intake.ssrf import WebhookHosts
+from leanon_shared.models import Contact, HelperProfile, RequestSubmission
 
 HELPER = {"skills": {"first_aid": 3}, "contact": {"email": "a@example.org"}}
 
@@ -85,14 +86,38 @@ def test_expiry_defaults_to_window_start() -> None:
         "http://192.168.1.1/",
     ],
 )
-def test_private_webhook_targets_are_refused(url: str) -> None:
-    assert check_webhook_host(Contact(webhook_url=url), frozenset()) is not None
+async def test_private_webhook_targets_are_refused(url: str) -> None:
+    assert await WebhookHosts(frozenset()).refusal(Contact(webhook_url=url)) is not None
 
 
-def test_allowed_hosts_may_be_private() -> None:
+async def test_allowed_hosts_may_be_private() -> None:
     contact = Contact(webhook_url="http://127.0.0.1:9000/hook")
-    assert check_webhook_host(contact, frozenset({"127.0.0.1"})) is None
+    assert await WebhookHosts(frozenset({"127.0.0.1"})).refusal(contact) is None
 
 
-def test_public_webhook_host_passes() -> None:
-    assert check_webhook_host(Contact(webhook_url="https://93.184.215.14/h"), frozenset()) is None
+async def test_public_webhook_host_passes() -> None:
+    contact = Contact(webhook_url="https://93.184.215.14/h")
+    assert await WebhookHosts(frozenset()).refusal(contact) is None
+
+
+async def test_a_name_that_resolves_to_an_internal_address_is_refused() -> None:
+    answers = {"inside.example.org": ["93.184.215.14", "10.0.0.7"], "out.example.org": ["1.1.1.1"]}
+    looked_up: list[str] = []
+
+    async def resolver(host: str) -> list[str]:
+        looked_up.append(host)
+        return answers[host]
+
+    hosts = WebhookHosts(frozenset(), resolver)
+    assert await hosts.refusal(Contact(webhook_url="https://inside.example.org/h")) is not None
+    assert await hosts.refusal(Contact(webhook_url="https://out.example.org/h")) is None
+    assert await hosts.refusal(Contact(webhook_url="https://inside.example.org/2")) is not None
+    assert looked_up == ["inside.example.org", "out.example.org"]  # the answer is cached
+
+
+async def test_a_host_that_does_not_resolve_is_left_to_delivery() -> None:
+    async def resolver(host: str) -> list[str]:
+        raise OSError("no such host")
+
+    contact = Contact(webhook_url="https://nowhere.invalid/h")
+    assert await WebhookHosts(frozenset(), resolver).refusal(contact) is None

@@ -6,7 +6,6 @@ Services convert these to their own domain types; nothing here knows about match
 from __future__ import annotations
 
 import ipaddress
-import socket
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -90,22 +89,15 @@ class Availability(WireModel):
         return value
 
 
-def host_is_private(host: str, resolve: bool = True) -> bool:
-    """True when the host is, or resolves to, a loopback, link-local or private address."""
+def host_is_private(host: str) -> bool:
+    """True when the host is a loopback name or a literal internal address (no DNS lookup)."""
     host = host.strip("[]").lower()
     if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
         return True
     try:
-        addresses = [ipaddress.ip_address(host)]
+        return is_internal(ipaddress.ip_address(host))
     except ValueError:
-        if not resolve:
-            return False
-        try:
-            infos = socket.getaddrinfo(host, None)
-        except (socket.gaierror, UnicodeError):
-            return False  # unresolvable now; delivery checks again
-        addresses = [resolved_address(info[4][0]) for info in infos]
-    return any(is_internal(a) for a in addresses)
+        return False
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -149,18 +141,6 @@ class Contact(WireModel):
         if not self.webhook_url and not self.email:
             raise ValueError("contact needs a webhook_url or an email")
         return self
-
-
-def check_webhook_host(contact: Contact, allowed_hosts: frozenset[str]) -> str | None:
-    """The reason a contact's webhook must be refused (server-side request forgery), or None."""
-    if not contact.webhook_url:
-        return None
-    host = (urlsplit(contact.webhook_url).hostname or "").lower()
-    if host in allowed_hosts:
-        return None
-    if host_is_private(host):
-        return f"webhook host {host!r} is loopback, link-local or private"
-    return None
 
 
 class HelperProfile(WireModel):

@@ -5,16 +5,21 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
+from leanon_intake import asyncapi
 from leanon_intake.handlers import IntakeEvents, StatusProjection
 from leanon_intake.http import BodyLimit, build_router, install_error_handlers
-from leanon_intake.readmodel import HelperProfiles, RequestStatuses
+from leanon_intake.ratelimit import RateLimiter
+from leanon_intake.readmodel import HelperProfiles, RequestStatuses, SeenEvents
 from leanon_intake.service import Intake
 from leanon_intake.settings import IntakeSettings
+from leanon_intake.ssrf import WebhookHosts
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
+from leanon_shared.replay import ensure_replayed
 from leanon_shared.runtime import redis_client, redis_ready
 from leanon_shared.telemetry import health_routes
 from leanon_shared.topics import Topics
@@ -35,19 +40,29 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         profiles=HelperProfiles(redis, settings.topic_prefix),
         statuses=statuses,
         offers=OfferRecords(redis, settings.topic_prefix),
-        allowed_webhook_hosts=settings.allowed_webhook_hosts,
+        webhook_hosts=WebhookHosts(settings.allowed_webhook_hosts),
     )
+    limiter = RateLimiter(
+        redis, settings.topic_prefix, settings.default_limit(), settings.limit_overrides()
+    )
+    known_orgs = frozenset(key_to_org.values())
+    seen = SeenEvents(redis, settings.topic_prefix)
     subscribe_batches(
         broker,
         topics.intake,
         "leanon-intake",
-        IntakeEvents(intake, bus, topics.intake_dlq, frozenset(key_to_org.values())),
+        IntakeEvents(intake, bus, topics.intake_dlq, known_orgs, seen),
     )
-    subscribe_batches(broker, topics.events, "leanon-intake-status", StatusProjection(statuses))
+    projection = StatusProjection(statuses)
+    subscribe_batches(broker, topics.events, "leanon-intake-status", projection)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ensure_topics(settings, topics)
+        # The status read model is derived from {prefix}events: rebuilt if Redis lost it.
+        await ensure_replayed(
+            redis, statuses.marker_key, settings.kafka_bootstrap, topics.events, projection
+        )
         await bus.start()
         await broker.start()
         log.info("intake started")
@@ -69,7 +84,14 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.router.routes.extend(health_routes(ready))
-    app.include_router(build_router(intake, key_to_org))
+    spec = asyncapi.document(topics, settings.kafka_bootstrap)
+
+    @app.get("/asyncapi", include_in_schema=False)
+    async def asyncapi_document() -> dict[str, Any]:
+        """The Kafka side of the contract (AsyncAPI 3.0)."""
+        return spec
+
+    app.include_router(build_router(intake, key_to_org, limiter))
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

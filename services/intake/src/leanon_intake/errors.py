@@ -23,5 +23,20 @@ class Conflict(IntakeError):
 
 
 class Invalid(IntakeError):
+    """422 like a failed validation: `detail` lists the failing fields."""
+
     status = 422
     code = "invalid"
+
+    def __init__(self, detail: str, loc: tuple[str, ...] = ("body",)) -> None:
+        super().__init__(detail)
+        self.loc = loc
+
+
+class RateLimited(IntakeError):
+    status = 429
+    code = "rate-limited"
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many calls for this org; retry in {retry_after_s:.2f}s")
+        self.retry_after_s = retry_after_s

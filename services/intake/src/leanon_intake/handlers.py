@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
 from leanon_intake import metrics
 from leanon_intake.errors import IntakeError
-from leanon_intake.readmodel import RequestStatuses
+from leanon_intake.readmodel import RequestStatuses, SeenEvents
 from leanon_intake.service import Intake
 from leanon_shared import cloudevents
 from leanon_shared import events as ev
@@ -37,19 +39,53 @@ def _subject(event: cloudevents.CloudEvent) -> str:
 
 
 class IntakeEvents:
-    """CloudEvents published by other systems on {prefix}intake; rejects go to the DLQ."""
+    """CloudEvents published by other systems on {prefix}intake; rejects go to the DLQ.
 
-    def __init__(self, intake: Intake, bus: EventBus, dlq_topic: str, known_orgs: frozenset[str]):
+    Events about one subject keep their order; events about different subjects in a batch are
+    applied concurrently. The same `source` + `id` twice is applied once.
+    """
+
+    def __init__(
+        self,
+        intake: Intake,
+        bus: EventBus,
+        dlq_topic: str,
+        known_orgs: frozenset[str],
+        seen: SeenEvents,
+    ) -> None:
         self.intake = intake
         self.bus = bus
         self.dlq_topic = dlq_topic
         self.known_orgs = known_orgs
+        self.seen = seen
 
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        lanes: dict[object, list[tuple[ConsumerRecord[bytes, bytes], Any]]] = {}
         for record in records:
             try:
-                await self.apply(cloudevents.decode(record.value, record.headers))
-                metrics.INGESTED.labels("ok").inc()
+                event: Any = cloudevents.decode(record.value, record.headers)
+                lane: object = (event.ext(ev.ORG_EXTENSION), event.subject or event.dedupe_key)
+            except cloudevents.InvalidEvent as exc:
+                event, lane = exc, record.key or id(record)
+            lanes.setdefault(lane, []).append((record, event))
+        outcomes = await asyncio.gather(
+            *(self._lane(items) for items in lanes.values()), return_exceptions=True
+        )
+        # A failure that is not the event's fault (Redis or Kafka away) fails the whole batch,
+        # which then comes again; every step is idempotent.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _lane(self, items: list[tuple[ConsumerRecord[bytes, bytes], Any]]) -> None:
+        for record, event in items:
+            try:
+                if isinstance(event, cloudevents.InvalidEvent):
+                    raise event
+                if await self.apply(event):
+                    metrics.INGESTED.labels("ok").inc()
+                else:
+                    metrics.INGESTED.labels("duplicate").inc()
             except (cloudevents.InvalidEvent, Rejected) as exc:
                 await self._reject(record, exc.code, exc.detail)
             except ValidationError as exc:
@@ -61,7 +97,8 @@ class IntakeEvents:
         metrics.INGESTED.labels("rejected").inc()
         await self.bus.dead_letter(self.dlq_topic, record, code, detail)
 
-    async def apply(self, event: cloudevents.CloudEvent) -> None:
+    async def apply(self, event: cloudevents.CloudEvent) -> bool:
+        """Apply one event; False when this source + id was applied before."""
         org = event.ext(ev.ORG_EXTENSION)
         if not org:
             raise Rejected("missing-orgid", "extension attribute orgid is required")
@@ -70,20 +107,28 @@ class IntakeEvents:
         if event.type not in ev.INTAKE_TYPES:
             raise Rejected("unknown-type", f"type {event.type[:100]!r} is not accepted")
         data = event.data if isinstance(event.data, dict) else None
+        if event.type == ev.REQUEST_SUBMITTED:
+            # The request id (default: source + id) is the dedupe key already.
+            submission = RequestSubmission.model_validate(data)
+            default_id = _safe_id(f"{event.source}:{event.id}"[:128])
+            submitted = await self.intake.submit_request(
+                org, submission, submission.id or default_id
+            )
+            return submitted.created
+        if await self.seen.seen(org, event.dedupe_key):
+            return False
         if event.type == ev.HELPER_UPSERTED:
             await self.intake.upsert_helper(
                 org, _subject(event), HelperProfile.model_validate(data)
             )
         elif event.type == ev.HELPER_REMOVED:
             await self.intake.remove_helper(org, _subject(event))
-        elif event.type == ev.REQUEST_SUBMITTED:
-            submission = RequestSubmission.model_validate(data)
-            default_id = f"{event.source}:{event.id}"[:128]
-            await self.intake.submit_request(org, submission, submission.id or _safe_id(default_id))
         elif event.type == ev.REQUEST_CANCELLED:
             await self.intake.cancel_request(org, _subject(event))
         else:
             await self.intake.answer_offer(org, _subject(event), ev.OFFER_ANSWERS[event.type])
+        await self.seen.mark(org, event.dedupe_key)
+        return True
 
 
 def _safe_id(raw: str) -> str:

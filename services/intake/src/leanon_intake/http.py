@@ -1,18 +1,26 @@
 # FastAPI reads annotations at runtime, so this module does not postpone them.
 """The HTTP API of the contract: thin routes over the Intake service."""
 
+import logging
+import math
 from typing import Annotated, Any
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from leanon_intake.errors import IntakeError
+from leanon_intake.errors import IntakeError, Invalid, RateLimited
+from leanon_intake.ratelimit import RateLimiter
 from leanon_intake.service import Intake
 from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
 
+log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False)
 IdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 
@@ -20,6 +28,39 @@ IdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 class Unauthorized(IntakeError):
     status = 401
     code = "unauthorized"
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InvalidBody(BaseModel):
+    error: str
+    detail: list[FieldError]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or an unknown one"},
+    404: {"model": ErrorBody, "description": "Unknown to this org (ids never leak across orgs)"},
+    413: {"model": ErrorBody, "description": "Body over the size limit"},
+    422: {"model": InvalidBody, "description": "Invalid body or parameters, field by field"},
+    429: {
+        "model": ErrorBody,
+        "description": "Over the org's rate limit",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    },
+    503: {"model": ErrorBody, "description": "Kafka or Redis unavailable; retry later"},
+}
+CONFLICT_RESPONSE: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "No longer possible in the current state"}
+}
 
 
 class HelperSaved(BaseModel):
@@ -38,7 +79,7 @@ class OfferAnswered(BaseModel):
     status: str
 
 
-def build_router(intake: Intake, key_to_org: dict[str, str]) -> APIRouter:
+def build_router(intake: Intake, key_to_org: dict[str, str], limiter: RateLimiter) -> APIRouter:
     async def org_of(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> str:
@@ -47,10 +88,12 @@ def build_router(intake: Intake, key_to_org: dict[str, str]) -> APIRouter:
         org = key_to_org.get(credentials.credentials)
         if org is None:
             raise Unauthorized("unknown API key")
+        if wait_s := await limiter.wait_s(org):
+            raise RateLimited(wait_s)
         return org
 
     Org = Annotated[str, Depends(org_of)]
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
     @router.put(
         "/helpers/{helper_id}",
@@ -74,7 +117,9 @@ def build_router(intake: Intake, key_to_org: dict[str, str]) -> APIRouter:
         await intake.remove_helper(org, helper_id)
         return Response(status_code=204)
 
-    @router.post("/requests", status_code=202, response_model=RequestAccepted)
+    @router.post(
+        "/requests", status_code=202, response_model=RequestAccepted, responses=CONFLICT_RESPONSE
+    )
     async def post_request(
         submission: RequestSubmission,
         org: Org,
@@ -92,7 +137,7 @@ def build_router(intake: Intake, key_to_org: dict[str, str]) -> APIRouter:
     async def get_request(request_id: IdPath, org: Org) -> dict[str, Any]:
         return await intake.get_request(org, request_id)
 
-    @router.post("/requests/{request_id}/cancel")
+    @router.post("/requests/{request_id}/cancel", responses=CONFLICT_RESPONSE)
     async def cancel_request(request_id: IdPath, org: Org) -> dict[str, Any]:
         return await intake.cancel_request(org, request_id)
 
@@ -102,6 +147,7 @@ def build_router(intake: Intake, key_to_org: dict[str, str]) -> APIRouter:
             _answer_route(intake, answer, org_of),
             methods=["POST"],
             response_model=OfferAnswered,
+            responses=CONFLICT_RESPONSE,
             name=f"{verb}_offer",
         )
     return router
@@ -115,12 +161,34 @@ def _answer_route(intake: Intake, answer: str, org_of: Any) -> Any:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Every error answers {"error": code, "detail": ...}; 422 lists the failing fields."""
+
     async def on_intake_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, IntakeError)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        elif exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        if isinstance(exc, Invalid):
+            fields = [{"loc": list(exc.loc), "msg": exc.detail, "type": "value_error"}]
+            return JSONResponse({"error": exc.code, "detail": fields}, exc.status)
         return JSONResponse({"error": exc.code, "detail": exc.detail}, exc.status, headers=headers)
 
+    async def on_invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        fields = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse(jsonable_encoder({"error": "invalid", "detail": fields}), 422)
+
+    async def on_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.error("dependency unavailable: %s", type(exc).__name__)
+        body = {"error": "unavailable", "detail": "a dependency is unavailable; retry later"}
+        return JSONResponse(body, 503, headers={"Retry-After": "1"})
+
     app.add_exception_handler(IntakeError, on_intake_error)
+    app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(RedisError, on_unavailable)
+    app.add_exception_handler(KafkaError, on_unavailable)
 
 
 class BodyLimit:

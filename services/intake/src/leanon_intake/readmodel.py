@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -49,12 +50,33 @@ class HelperProfiles:
         return int(await self._r.incr(f"{self._p}profile-version:{org}:{helper_id}"))
 
 
+class SeenEvents:
+    """CloudEvents (source + id) already applied, per org, remembered for a week."""
+
+    TTL_S = 7 * 24 * 3600
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._r = redis
+        self._p = prefix
+
+    def _key(self, org: str, dedupe_key: str) -> str:
+        digest = hashlib.blake2b(dedupe_key.encode(), digest_size=16).hexdigest()
+        return f"{self._p}seen:{org}:{digest}"
+
+    async def seen(self, org: str, dedupe_key: str) -> bool:
+        return bool(await self._r.exists(self._key(org, dedupe_key)))
+
+    async def mark(self, org: str, dedupe_key: str) -> None:
+        await self._r.set(self._key(org, dedupe_key), b"1", ex=self.TTL_S)
+
+
 class RequestStatuses:
     """GET /v1/requests/{id}: written as pending at submission, then moved by events."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._r = redis
         self._p = prefix
+        self.marker_key = f"{prefix}status:replayed"
 
     def _key(self, org: str, request_id: str) -> str:
         return f"{self._p}status:{org}:{request_id}"
@@ -63,7 +85,9 @@ class RequestStatuses:
         raw = await self._r.get(self._key(org, request_id))
         return orjson.loads(raw) if raw else None
 
-    async def create(self, org: str, request_id: str, region: str, helpers_needed: int) -> bool:
+    async def create(
+        self, org: str, request_id: str, region: str, helpers_needed: int, fingerprint: str
+    ) -> bool:
         """The first write wins: a repeated submission leaves the status alone."""
         body = {
             "id": request_id,
@@ -73,6 +97,7 @@ class RequestStatuses:
             "reason": None,
             "updated_at": now_iso(),
             "region": region,
+            "fingerprint": fingerprint,
         }
         return bool(
             await self._r.set(

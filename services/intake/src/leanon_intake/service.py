@@ -6,6 +6,7 @@ the same. Every method publishes to Kafka (acks=all) before it answers.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,16 +14,11 @@ from typing import Any
 
 from leanon_intake.errors import Conflict, Invalid, NotFound
 from leanon_intake.readmodel import HelperProfiles, RequestStatuses
+from leanon_intake.ssrf import WebhookHosts
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus
-from leanon_shared.models import (
-    HelperProfile,
-    HelperRecord,
-    RequestSubmission,
-    check_webhook_host,
-    helper_key,
-)
+from leanon_shared.models import Contact, HelperProfile, HelperRecord, RequestSubmission, helper_key
 from leanon_shared.offers import OfferRecords
 from leanon_shared.regions import region_key
 from leanon_shared.topics import Topics
@@ -32,6 +28,15 @@ ANSWER_TYPES = {
     "declined": ev.OFFER_DECLINED,
     "dropped": ev.OFFER_DROPPED,
 }
+
+
+PRIVATE_STATUS_FIELDS = frozenset({"region", "fingerprint"})
+
+
+def _fingerprint(submission: RequestSubmission) -> str:
+    """What makes two submissions the same request: the body, whichever id it came with."""
+    body = submission.model_dump_json(exclude={"id"}).encode()
+    return hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,27 +55,25 @@ class Intake:
         profiles: HelperProfiles,
         statuses: RequestStatuses,
         offers: OfferRecords,
-        allowed_webhook_hosts: frozenset[str],
+        webhook_hosts: WebhookHosts,
     ) -> None:
         self.bus = bus
         self.topics = topics
         self.profiles = profiles
         self.statuses = statuses
         self.offers = offers
-        self.allowed_webhook_hosts = allowed_webhook_hosts
+        self.webhook_hosts = webhook_hosts
 
-    def _check_contact(self, contact: Any) -> None:
-        if contact is not None and (
-            reason := check_webhook_host(contact, self.allowed_webhook_hosts)
-        ):
-            raise Invalid(reason)
+    async def _check_contact(self, contact: Contact | None) -> None:
+        if reason := await self.webhook_hosts.refusal(contact):
+            raise Invalid(reason, ("body", "contact", "webhook_url"))
 
     # -- helpers ---------------------------------------------------------------------------
     async def upsert_helper(
         self, org: str, helper_id: str, profile: HelperProfile
     ) -> tuple[int, bool]:
         """Publish the profile to the compacted helpers topic; returns (version, created)."""
-        self._check_contact(profile.contact)
+        await self._check_contact(profile.contact)
         existed = await self.profiles.get(org, helper_id) is not None
         version = await self.profiles.next_version(org, helper_id)
         record = HelperRecord(
@@ -109,10 +112,15 @@ class Intake:
         event_id: str | None = None,
     ) -> Submitted:
         request_id = request_id or submission.id or str(uuid.uuid4())
+        fingerprint = _fingerprint(submission)
         existing = await self.statuses.get(org, request_id)
         if existing is not None:
+            if existing.get("fingerprint", fingerprint) != fingerprint:
+                raise Conflict(
+                    f"request id {request_id!r} was already used for a different request"
+                )
             return Submitted(request_id, existing["status"], created=False)
-        self._check_contact(submission.contact)
+        await self._check_contact(submission.contact)
         region = region_key(
             request_id,
             *(
@@ -133,14 +141,14 @@ class Intake:
         # Publish first: a crash before the status is written leaves a retry that publishes
         # again, and matching treats the same request id as one request.
         await self.bus.publish(self.topics.requests, command, region)
-        await self.statuses.create(org, request_id, region, submission.helpers_needed)
+        await self.statuses.create(org, request_id, region, submission.helpers_needed, fingerprint)
         return Submitted(request_id, "pending", created=True)
 
     async def get_request(self, org: str, request_id: str) -> dict[str, Any]:
         status = await self.statuses.get(org, request_id)
         if status is None:
             raise NotFound(f"request {request_id!r} not found")
-        return {k: v for k, v in status.items() if k != "region"}
+        return {k: v for k, v in status.items() if k not in PRIVATE_STATUS_FIELDS}
 
     async def cancel_request(self, org: str, request_id: str) -> dict[str, Any]:
         status = await self.statuses.get(org, request_id)
