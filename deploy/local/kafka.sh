@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Local single-node Apache Kafka 4.x (KRaft, no ZooKeeper) for machines without Docker.
 # The jars come from Maven Central (kafka-pom.xml) into a cache outside git, once.
-# Usage: kafka.sh start|stop|status|fetch
+# Usage: kafka.sh start|stop|status|fetch|produce TOPIC
+#   produce TOPIC sends each line of stdin as one record (Kafka's own console producer), e.g.
+#   echo '{"specversion":"1.0",...}' | deploy/local/kafka.sh produce leanon.intake
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 BOOTSTRAP="${LEANON_KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
@@ -15,15 +17,18 @@ DATA="$RUN_DIR/kafka-$KAFKA_PORT"
 PIDFILE="$RUN_DIR/kafka-$KAFKA_PORT.pid"
 LOGFILE="$RUN_DIR/kafka-$KAFKA_PORT.log"
 
+# The marker names the pom's digest, so a changed pom fetches again.
+COMPLETE="$LIBS/.complete-$(sha256sum "$POM" | cut -c1-12)"
+
 fetch() {
-  if [[ -f "$LIBS/.complete" ]]; then return 0; fi
+  if [[ -f "$COMPLETE" ]]; then return 0; fi
   command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Kafka from Maven Central"
   log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $LIBS (once)"
   rm -rf "$LIBS"; mkdir -p "$LIBS"
   mvn -q -B -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
       -DoutputDirectory="$LIBS" >"$RUN_DIR/kafka-fetch.log" 2>&1 \
     || { cat "$RUN_DIR/kafka-fetch.log" >&2; die "could not fetch Kafka jars"; }
-  touch "$LIBS/.complete"
+  touch "$COMPLETE"
 }
 
 # A modest heap: Kafka shares these 2-core machines with everything else.
@@ -83,5 +88,10 @@ case "${1:-}" in
   stop) stop_pidfile "$PIDFILE" "Kafka on port $KAFKA_PORT" ;;
   status) if pid_alive "$PIDFILE"; then echo "running (pid $(cat "$PIDFILE"))"; else echo "not started by LeanOn"; fi ;;
   fetch) fetch ;;
-  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+  produce)
+    [[ -n "${2:-}" ]] || die "usage: $0 produce TOPIC (records on stdin, one per line)"
+    fetch
+    java -Xmx256m -cp "$LIBS/*" -Dlog4j2.level=warn org.apache.kafka.tools.ConsoleProducer \
+      --bootstrap-server "$BOOTSTRAP" --topic "$2" --producer-property acks=all ;;
+  *) echo "usage: $0 start|stop|status|fetch|produce TOPIC" >&2; exit 2 ;;
 esac
