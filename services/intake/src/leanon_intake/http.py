@@ -207,26 +207,33 @@ class BodyLimit:
                 await self._too_large(send)
                 return
         seen = 0
-        response_started = False
+        exceeded = answered = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded_send(message: Message) -> None:
+            # Frameworks may catch the error while reading and answer 400 themselves;
+            # whatever they answer, the caller learns the body was too large.
+            nonlocal answered
+            if not exceeded:
+                answered = answered or message["type"] == "http.response.start"
+                await send(message)
+            elif not answered and message["type"] == "http.response.start":
+                answered = True
+                await self._too_large(send)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            if not response_started:
+            if not answered:
                 await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
