@@ -83,3 +83,15 @@ def test_dedupe_key_is_source_plus_id() -> None:
     b = CloudEvent(type="t2", source="s1", id="1")
     c = CloudEvent(type="t", source="s2", id="1")
     assert a.dedupe_key == b.dedupe_key != c.dedupe_key
+
+
+@pytest.mark.parametrize("value", [b"", None])
+def test_binary_mode_without_data_has_no_data(value: bytes | None) -> None:
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"1"),
+        ("ce_source", b"/s"),
+        ("ce_type", b"org.leanon.helper.removed"),
+        ("content-type", b"application/json"),
+    ]
+    assert decode(value, headers).data is None

@@ -34,3 +34,13 @@ def test_api_keys_parse_to_orgs_and_refuse_placeholders() -> None:
     for bad in ["", "a:changeme", "nokey", "a:short"]:
         with pytest.raises(SettingsError):
             IntakeSettings(api_keys=SecretStr(bad)).key_to_org()
+
+
+def test_rate_limit_overrides_parse_per_org() -> None:
+    from leanon_intake.ratelimit import Limit
+
+    settings = IntakeSettings(rate_limit_burst=50, rate_limits="a:10, b:2.5:7")
+    assert settings.limit_overrides() == {"a": Limit(10, 50), "b": Limit(2.5, 7)}
+    for bad in ["a", "a:0", "a:x", ":5", "a:5:0"]:
+        with pytest.raises(SettingsError):
+            IntakeSettings(rate_limits=bad).limit_overrides()

@@ -122,7 +122,7 @@ def decode(value: bytes | None, headers: Headers | None = None) -> CloudEvent:
         attrs: dict[str, Any] = {k[3:]: v for k, v in hdrs.items() if k.startswith("ce_")}
         if content_type:
             attrs["datacontenttype"] = content_type
-        if value is None:
+        if not value:  # binary mode writes an event without data as an empty value
             data = None
         elif not content_type or "json" in content_type:
             data = _json(value, "data")
