@@ -65,7 +65,7 @@ def uid() -> str:
 
 async def all_consumed(infra: Infra, intake: IntakeProcess) -> None:
     await wait_for(
-        lambda: consumed_to_end(infra, intake.topic("intake"), GROUP),
+        lambda: consumed_to_end(infra, intake.topic("intake"), intake.topic(GROUP)),
         timeout=30,
         what="intake consumed its topic to the end",
     )

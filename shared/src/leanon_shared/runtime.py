@@ -6,7 +6,7 @@ import asyncio
 import gc
 
 import uvicorn
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.types import ASGIApp
 
 
@@ -36,11 +36,22 @@ def serve(app: ASGIApp, host: str, port: int) -> None:
     uvicorn.Server(config).run()
 
 
-def redis_client(url: str) -> Redis:
-    """Redis with bounded waits; RESP2 keeps replies simple for Lua scripts."""
-    return Redis.from_url(
-        url, socket_timeout=10, socket_connect_timeout=5, protocol=2, health_check_interval=30
+def redis_client(url: str, max_connections: int = 64) -> Redis:
+    """Redis with bounded waits; RESP2 keeps replies simple for Lua scripts.
+
+    The pool blocks (up to 10 s) for a free connection when all are busy: redis-py's default
+    pool raises MaxConnectionsError instead, which turned a burst into failed requests.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=10,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        protocol=2,
+        health_check_interval=30,
     )
+    return Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
 async def redis_ready(redis: Redis) -> bool:

@@ -39,6 +39,11 @@ class Topics:
     def notification_dlq(self) -> str:
         return f"{self.prefix}notification.dlq"
 
+    def group(self, name: str) -> str:
+        """A consumer group under the same prefix: deployments sharing a cluster never share
+        a group, so one's rebalances never pause another's consumers."""
+        return f"{self.prefix}{name}"
+
     def layout(self, partitions: int) -> dict[str, tuple[int, dict[str, str]]]:
         """Topic name -> (partitions, topic configs) for creating them."""
         return {

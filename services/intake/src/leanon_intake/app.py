@@ -50,11 +50,11 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     subscribe_batches(
         broker,
         topics.intake,
-        "leanon-intake",
+        topics.group("leanon-intake"),
         IntakeEvents(intake, bus, topics.intake_dlq, known_orgs, seen),
     )
     projection = StatusProjection(statuses)
-    subscribe_batches(broker, topics.events, "leanon-intake-status", projection)
+    subscribe_batches(broker, topics.events, topics.group("leanon-intake-status"), projection)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -61,15 +61,23 @@ class IntakeEvents:
 
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         lanes: dict[object, list[tuple[ConsumerRecord[bytes, bytes], Any]]] = {}
+        submitted: list[tuple[str, str]] = []
         for record in records:
             try:
                 event: Any = cloudevents.decode(record.value, record.headers)
-                lane: object = (event.ext(ev.ORG_EXTENSION), event.subject or event.dedupe_key)
+                org = event.ext(ev.ORG_EXTENSION) or ""
+                if event.type == ev.REQUEST_SUBMITTED:
+                    lane: object = (org, _submitted_id(event))
+                    submitted.append((org, _submitted_id(event)))
+                else:
+                    lane = (org, event.subject or event.dedupe_key)
             except cloudevents.InvalidEvent as exc:
                 event, lane = exc, record.key or id(record)
             lanes.setdefault(lane, []).append((record, event))
+        # one round trip for the stored status of every submission in the batch
+        known = dict(zip(submitted, await self.intake.statuses.get_many(submitted), strict=True))
         outcomes = await asyncio.gather(
-            *(self._lane(items) for items in lanes.values()), return_exceptions=True
+            *(self._lane(items, known) for items in lanes.values()), return_exceptions=True
         )
         # A failure that is not the event's fault (Redis or Kafka away) fails the whole batch,
         # which then comes again; every step is idempotent.
@@ -77,12 +85,14 @@ class IntakeEvents:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def _lane(self, items: list[tuple[ConsumerRecord[bytes, bytes], Any]]) -> None:
+    async def _lane(
+        self, items: list[tuple[ConsumerRecord[bytes, bytes], Any]], known: Known
+    ) -> None:
         for record, event in items:
             try:
                 if isinstance(event, cloudevents.InvalidEvent):
                     raise event
-                if await self.apply(event):
+                if await self.apply(event, known):
                     metrics.INGESTED.labels("ok").inc()
                 else:
                     metrics.INGESTED.labels("duplicate").inc()
@@ -97,8 +107,12 @@ class IntakeEvents:
         metrics.INGESTED.labels("rejected").inc()
         await self.bus.dead_letter(self.dlq_topic, record, code, detail)
 
-    async def apply(self, event: cloudevents.CloudEvent) -> bool:
-        """Apply one event; False when this source + id was applied before."""
+    async def apply(self, event: cloudevents.CloudEvent, known: Known | None = None) -> bool:
+        """Apply one event; False when this source + id was applied before.
+
+        `known` holds statuses read ahead for submissions; each is used once, since applying
+        the submission changes it.
+        """
         org = event.ext(ev.ORG_EXTENSION)
         if not org:
             raise Rejected("missing-orgid", "extension attribute orgid is required")
@@ -129,6 +143,20 @@ class IntakeEvents:
             await self.intake.answer_offer(org, _subject(event), ev.OFFER_ANSWERS[event.type])
         await self.seen.mark(org, event.dedupe_key)
         return True
+
+
+Known = dict[tuple[str, str], dict[str, Any] | None]
+
+
+def _default_id(event: cloudevents.CloudEvent) -> str:
+    """A submitted request's id when its data names none: the event's source + id."""
+    return _safe_id(f"{event.source}:{event.id}"[:128])
+
+
+def _submitted_id(event: cloudevents.CloudEvent) -> str:
+    data = event.data if isinstance(event.data, dict) else {}
+    chosen = data.get("id")
+    return chosen if isinstance(chosen, str) and chosen else _default_id(event)
 
 
 def _safe_id(raw: str) -> str:

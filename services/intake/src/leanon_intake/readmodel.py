@@ -85,6 +85,13 @@ class RequestStatuses:
         raw = await self._r.get(self._key(org, request_id))
         return orjson.loads(raw) if raw else None
 
+    async def get_many(self, keys: list[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        """Statuses of (org, request id) pairs in one round trip."""
+        if not keys:
+            return []
+        raws = await self._r.mget([self._key(org, request_id) for org, request_id in keys])
+        return [orjson.loads(raw) if raw else None for raw in raws]
+
     async def create(
         self, org: str, request_id: str, region: str, helpers_needed: int, fingerprint: str
     ) -> bool:

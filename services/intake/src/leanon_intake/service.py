@@ -30,6 +30,11 @@ ANSWER_TYPES = {
 }
 
 
+class Unknown:
+    """Not looked up yet (distinct from None: looked up, and absent)."""
+
+
+UNKNOWN = Unknown()
 PRIVATE_STATUS_FIELDS = frozenset({"region", "fingerprint"})
 
 
@@ -109,11 +114,23 @@ class Intake:
         org: str,
         submission: RequestSubmission,
         request_id: str | None,
-        event_id: str | None = None,
+        *,
+        known: dict[str, Any] | Unknown | None = UNKNOWN,
     ) -> Submitted:
-        request_id = request_id or submission.id or str(uuid.uuid4())
+        """Publish a new request, or answer for the one this id already names.
+
+        `known` is the stored status when the caller has already read it (a batch reads all
+        at once); an id made up here is new by construction and needs no read.
+        """
+        chosen_id = request_id or submission.id
+        request_id = chosen_id or str(uuid.uuid4())
         fingerprint = _fingerprint(submission)
-        existing = await self.statuses.get(org, request_id)
+        if not chosen_id:
+            existing = None
+        elif isinstance(known, Unknown):
+            existing = await self.statuses.get(org, request_id)
+        else:
+            existing = known
         if existing is not None:
             if existing.get("fingerprint", fingerprint) != fingerprint:
                 raise Conflict(
@@ -133,7 +150,6 @@ class Intake:
         command = CloudEvent(
             type=ev.REQUEST_SUBMITTED,
             source=ev.SOURCE_INTAKE,
-            id=event_id or str(uuid.uuid4()),
             subject=request_id,
             data={"request_id": request_id, "region": region, "request": body},
             extensions={ev.ORG_EXTENSION: org},

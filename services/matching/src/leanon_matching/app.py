@@ -50,11 +50,13 @@ def create_app(settings: MatchingSettings) -> Starlette:
         publish=publish_events,
         config=settings.matching_config(),
     )
-    subscribe_batches(broker, topics.helpers, "leanon-matching-index", IndexHandler(matcher.index))
+    subscribe_batches(
+        broker, topics.helpers, topics.group("leanon-matching-index"), IndexHandler(matcher.index)
+    )
     subscribe_batches(
         broker,
         topics.requests,
-        "leanon-matching",
+        topics.group("leanon-matching"),
         CommandHandler(matcher, bus, topics.matching_dlq),
     )
 

@@ -42,11 +42,18 @@ def create_app(settings: NotificationSettings) -> Starlette:
         Reporter(publish_report),
         settings.max_in_flight,
     )
-    subscribe_batches(broker, topics.helpers, "leanon-notification-helpers", HelperContacts(book))
     subscribe_batches(
-        broker, topics.requests, "leanon-notification-requesters", RequesterContacts(book)
+        broker, topics.helpers, topics.group("leanon-notification-helpers"), HelperContacts(book)
     )
-    subscribe_batches(broker, topics.events, "leanon-notification", EventDeliveries(dispatcher))
+    subscribe_batches(
+        broker,
+        topics.requests,
+        topics.group("leanon-notification-requesters"),
+        RequesterContacts(book),
+    )
+    subscribe_batches(
+        broker, topics.events, topics.group("leanon-notification"), EventDeliveries(dispatcher)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -1,0 +1,59 @@
+"""What every benchmark shares: progress lines, machine facts, percentiles, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "commit": commit,
+    }
+
+
+def histogram() -> HdrHistogram:
+    """Microseconds from 1 µs to 10 minutes, three significant digits."""
+    return HdrHistogram(1, 600_000_000, 3)
+
+
+def percentiles(h: HdrHistogram) -> dict[str, float]:
+    return {
+        "p50_ms": round(h.get_value_at_percentile(50) / 1000, 2),
+        "p99_ms": round(h.get_value_at_percentile(99) / 1000, 2),
+        "p999_ms": round(h.get_value_at_percentile(99.9) / 1000, 2),
+        "max_ms": round(h.get_max_value() / 1000, 2),
+        "count": h.get_total_count(),
+    }
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    """bench/results/<name>-<UTC stamp>.json, with the command and the machine."""
+    results.setdefault("command", " ".join(["python", *sys.argv]))
+    results.setdefault("machine", machine())
+    results.setdefault("finished_at", datetime.now(UTC).isoformat())
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"{name}-{stamp}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    return out
