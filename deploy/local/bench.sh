@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
 # make bench: the benchmarks against local Kafka and Redis (started if missing, and stopped
-# afterwards only if this script started them). Arguments go to bench/matching.py.
+# afterwards only if this script started them). Results: bench/results/<name>-<stamp>.{json,png}.
+# Usage: bench.sh [--quick] [NAME...]   NAME: matching intake (default: all of them)
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 HERE="$ROOT/deploy/local"
+ALL=(matching intake)
+QUICK=(); NAMES=()
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=(--quick) ;;
+    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
+    *) [[ -f "$ROOT/bench/$arg.py" ]] || die "no benchmark named $arg (have: ${ALL[*]})"; NAMES+=("$arg") ;;
+  esac
+done
+((${#NAMES[@]})) || NAMES=("${ALL[@]}")
 note_missing_infra
 trap stop_noted_infra EXIT
 "$HERE/infra.sh" up
 cd "$ROOT"
-"$PYTHON" bench/matching.py "$@"
+for name in "${NAMES[@]}"; do
+  log "benchmark: $name ${QUICK[*]}"
+  "$PYTHON" "bench/$name.py" "${QUICK[@]}"
+done
