@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from leanon_intake.readmodel import HelperProfiles, RequestStatuses
 from leanon_intake.service import Intake
+from leanon_intake.ssrf import WebhookHosts
 from leanon_matching.app import create_app
 from leanon_matching.settings import MatchingSettings
 from leanon_shared import cloudevents
@@ -125,7 +126,7 @@ async def rig(
         profiles=HelperProfiles(redis, prefix),
         statuses=RequestStatuses(redis, prefix),
         offers=OfferRecords(redis, prefix),
-        allowed_webhook_hosts=frozenset(),
+        webhook_hosts=WebhookHosts(frozenset()),
     )
     events = Events()
     consumer = AIOKafkaConsumer(

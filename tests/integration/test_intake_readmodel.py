@@ -84,9 +84,8 @@ async def test_status_is_rebuilt_from_the_events_topic_after_redis_lost_it(
     assert before[ids[0]]["assignments"][0]["breakdown"]["distance"] == 0.5
 
     redis = Redis.from_url(infra.redis_url, protocol=2)
-    lost = [key async for key in redis.scan_iter(match=f"{prefix}status*")]
-    assert len(lost) == len(ids) + 1  # the statuses and the replay marker
-    await redis.delete(*lost)
+    lost = [f"{prefix}status:alpha:{i}" for i in ids] + [f"{prefix}status:replayed"]
+    assert await redis.delete(*lost) == len(ids) + 1  # the statuses and the replay marker
     await redis.aclose()
 
     with intake_process(infra, prefix, tmp_path) as intake:  # starts on an empty read model

@@ -70,7 +70,7 @@ async def test_cancel_withdraws_open_offers_and_frees_the_helper(infra: Infra, p
         await wait_for(lambda: r.redis.exists(f"{prefix}h:o:solo"), what="helper indexed")
         await r.intake.submit_request("o", submission(), "c1")
         await r.wait("c1", "offer.created")
-        await r.intake.statuses.create("o", "c1", "x", 1)  # intake would have written it
+        await r.intake.statuses.create("o", "c1", "x", 1, "fp")  # intake would have written it
         await r.intake.cancel_request("o", "c1")
         await r.wait("c1", "offer.withdrawn")
         await r.wait("c1", "request.cancelled")
