@@ -3,36 +3,51 @@
 GCRA (the generic cell rate algorithm) keeps one timestamp per org, the theoretical arrival
 time: a call is allowed when it would not push that time more than the burst ahead of now.
 Redis's own clock decides, so instances with skewed clocks agree.
+
+Under a large limit an instance takes a small block of calls at once (a twentieth of a
+second's worth, at most a tenth of the burst) and spends it locally for up to a second, so a
+busy org costs one Redis call per block instead of one per request. Small limits take one
+call at a time and stay exact.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-# KEYS[1] = the org's TAT key; ARGV = emission interval (µs), burst tolerance (µs).
-# Returns 0 when allowed, else the µs to wait before a call would be.
+# KEYS[1] = the org's TAT key; ARGV = emission interval (µs), burst tolerance (µs), calls.
+# Returns 0 when all the calls are allowed, else the µs to wait before they would be.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local calls = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local wait = tat + interval - tolerance - now
+local new_tat = tat + interval * calls
+local wait = new_tat - tolerance - now
 if wait > 0 then return wait end
-local new_tat = tat + interval
 local ttl_ms = math.ceil((new_tat - now) / 1000) + 1
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
 return 0
 """
 
 
+BLOCK_LIFETIME_S = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class Limit:
     per_second: float
     burst: int
+
+    @property
+    def block(self) -> int:
+        """Calls an instance takes from Redis at once."""
+        return max(1, min(self.burst // 10, int(self.per_second / 20)))
 
 
 class RateLimiter:
@@ -43,11 +58,25 @@ class RateLimiter:
         self._default = default
         self._overrides = overrides
         self._script = redis.register_script(_GCRA)
+        self._blocks: dict[str, tuple[int, float]] = {}  # org -> (calls left, usable until)
 
     async def wait_s(self, org: str) -> float:
         """0 when the org may make this call now; else how long until it may (seconds)."""
+        now = time.monotonic()
+        left, until = self._blocks.get(org, (0, 0.0))
+        if left > 0 and until > now:
+            self._blocks[org] = (left - 1, until)
+            return 0.0
         limit = self._overrides.get(org, self._default)
+        for calls in dict.fromkeys((limit.block, 1)):  # a whole block, else a single call
+            waited = await self._take(org, limit, calls)
+            if not waited:
+                self._blocks[org] = (calls - 1, now + BLOCK_LIFETIME_S)
+                return 0.0
+        return waited
+
+    async def _take(self, org: str, limit: Limit, calls: int) -> float:
         interval_us = 1_000_000 / limit.per_second
         tolerance_us = interval_us * limit.burst
-        waited = await self._script(keys=[self._key(org)], args=[interval_us, tolerance_us])
+        waited = await self._script(keys=[self._key(org)], args=[interval_us, tolerance_us, calls])
         return int(waited) / 1_000_000
