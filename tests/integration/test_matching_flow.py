@@ -4,6 +4,7 @@ expiry, an index rebuilt after FLUSHDB, and two instances that never double-book
 from collections import Counter
 from datetime import timedelta
 
+from leanon_intake.readmodel import NewStatus
 from leanon_shared import cloudevents
 from tests.conftest import Infra, wait_for
 from tests.integration.harness import helper, rig, submission, tomorrow
@@ -70,7 +71,9 @@ async def test_cancel_withdraws_open_offers_and_frees_the_helper(infra: Infra, p
         await wait_for(lambda: r.redis.exists(f"{prefix}h:o:solo"), what="helper indexed")
         await r.intake.submit_request("o", submission(), "c1")
         await r.wait("c1", "offer.created")
-        await r.intake.statuses.create("o", "c1", "x", 1, "fp")  # intake would have written it
+        await r.intake.statuses.create(
+            NewStatus("o", "c1", "x", 1, "fp")
+        )  # intake would have written it
         await r.intake.cancel_request("o", "c1")
         await r.wait("c1", "offer.withdrawn")
         await r.wait("c1", "request.cancelled")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from leanon_intake import metrics
 from leanon_intake.errors import IntakeError
-from leanon_intake.readmodel import RequestStatuses, SeenEvents
+from leanon_intake.readmodel import NewStatus, RequestStatuses, SeenEvents
 from leanon_intake.service import Intake
 from leanon_shared import cloudevents
 from leanon_shared import events as ev
@@ -76,23 +76,34 @@ class IntakeEvents:
             lanes.setdefault(lane, []).append((record, event))
         # one round trip for the stored status of every submission in the batch
         known = dict(zip(submitted, await self.intake.statuses.get_many(submitted), strict=True))
+        # A lane of one event writes its new status with everyone else's after the batch; a
+        # longer lane writes at once, since its next event may need it.
+        deferred: list[NewStatus] = []
         outcomes = await asyncio.gather(
-            *(self._lane(items, known) for items in lanes.values()), return_exceptions=True
+            *(
+                self._lane(items, known, deferred if len(items) == 1 else None)
+                for items in lanes.values()
+            ),
+            return_exceptions=True,
         )
         # A failure that is not the event's fault (Redis or Kafka away) fails the whole batch,
         # which then comes again; every step is idempotent.
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        await self.intake.statuses.create_many(deferred)
 
     async def _lane(
-        self, items: list[tuple[ConsumerRecord[bytes, bytes], Any]], known: Known
+        self,
+        items: list[tuple[ConsumerRecord[bytes, bytes], Any]],
+        known: Known,
+        deferred: list[NewStatus] | None,
     ) -> None:
         for record, event in items:
             try:
                 if isinstance(event, cloudevents.InvalidEvent):
                     raise event
-                if await self.apply(event, known):
+                if await self.apply(event, known, deferred):
                     metrics.INGESTED.labels("ok").inc()
                 else:
                     metrics.INGESTED.labels("duplicate").inc()
@@ -107,7 +118,12 @@ class IntakeEvents:
         metrics.INGESTED.labels("rejected").inc()
         await self.bus.dead_letter(self.dlq_topic, record, code, detail)
 
-    async def apply(self, event: cloudevents.CloudEvent, known: Known | None = None) -> bool:
+    async def apply(
+        self,
+        event: cloudevents.CloudEvent,
+        known: Known | None = None,
+        deferred: list[NewStatus] | None = None,
+    ) -> bool:
         """Apply one event; False when this source + id was applied before.
 
         `known` holds statuses read ahead for submissions; each is used once, since applying

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -70,6 +71,17 @@ class SeenEvents:
         await self._r.set(self._key(org, dedupe_key), b"1", ex=self.TTL_S)
 
 
+@dataclass(frozen=True, slots=True)
+class NewStatus:
+    """A request just accepted, before any event about it."""
+
+    org: str
+    request_id: str
+    region: str
+    helpers_needed: int
+    fingerprint: str
+
+
 class RequestStatuses:
     """GET /v1/requests/{id}: written as pending at submission, then moved by events."""
 
@@ -92,25 +104,33 @@ class RequestStatuses:
         raws = await self._r.mget([self._key(org, request_id) for org, request_id in keys])
         return [orjson.loads(raw) if raw else None for raw in raws]
 
-    async def create(
-        self, org: str, request_id: str, region: str, helpers_needed: int, fingerprint: str
-    ) -> bool:
-        """The first write wins: a repeated submission leaves the status alone."""
+    def _pending(self, new: NewStatus) -> tuple[str, bytes]:
         body = {
-            "id": request_id,
+            "id": new.request_id,
             "status": "pending",
-            "helpers_needed": helpers_needed,
+            "helpers_needed": new.helpers_needed,
             "assignments": [],
             "reason": None,
             "updated_at": now_iso(),
-            "region": region,
-            "fingerprint": fingerprint,
+            "region": new.region,
+            "fingerprint": new.fingerprint,
         }
-        return bool(
-            await self._r.set(
-                self._key(org, request_id), orjson.dumps(body), nx=True, ex=STATUS_TTL_S
-            )
-        )
+        return self._key(new.org, new.request_id), orjson.dumps(body)
+
+    async def create(self, new: NewStatus) -> bool:
+        """The first write wins: a repeated submission leaves the status alone."""
+        key, body = self._pending(new)
+        return bool(await self._r.set(key, body, nx=True, ex=STATUS_TTL_S))
+
+    async def create_many(self, news: list[NewStatus]) -> None:
+        """Several `create`s in one round trip."""
+        if not news:
+            return
+        async with self._r.pipeline(transaction=False) as pipe:
+            for new in news:
+                key, body = self._pending(new)
+                pipe.set(key, body, nx=True, ex=STATUS_TTL_S)
+            await pipe.execute()
 
     async def apply(self, event: CloudEvent) -> None:
         """Fold one lifecycle event in; replaying the events topic rebuilds the same view."""

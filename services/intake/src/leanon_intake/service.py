@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from leanon_intake.errors import Conflict, Invalid, NotFound
-from leanon_intake.readmodel import HelperProfiles, RequestStatuses
+from leanon_intake.readmodel import HelperProfiles, NewStatus, RequestStatuses
 from leanon_intake.ssrf import WebhookHosts
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent
@@ -116,11 +116,14 @@ class Intake:
         request_id: str | None,
         *,
         known: dict[str, Any] | Unknown | None = UNKNOWN,
+        deferred: list[NewStatus] | None = None,
     ) -> Submitted:
         """Publish a new request, or answer for the one this id already names.
 
         `known` is the stored status when the caller has already read it (a batch reads all
-        at once); an id made up here is new by construction and needs no read.
+        at once); an id made up here is new by construction and needs no read. With
+        `deferred`, the new status is appended there for the caller to write (in one round
+        trip with others) after the command is published.
         """
         chosen_id = request_id or submission.id
         request_id = chosen_id or str(uuid.uuid4())
@@ -157,7 +160,11 @@ class Intake:
         # Publish first: a crash before the status is written leaves a retry that publishes
         # again, and matching treats the same request id as one request.
         await self.bus.publish(self.topics.requests, command, region)
-        await self.statuses.create(org, request_id, region, submission.helpers_needed, fingerprint)
+        new = NewStatus(org, request_id, region, submission.helpers_needed, fingerprint)
+        if deferred is None:
+            await self.statuses.create(new)
+        else:
+            deferred.append(new)
         return Submitted(request_id, "pending", created=True)
 
     async def get_request(self, org: str, request_id: str) -> dict[str, Any]:
