@@ -347,3 +347,30 @@ async def test_no_route_lets_one_org_touch_anothers_data(
     assert helper["capacity"] == 2 and helper["version"] == 1
     assert status["status"] == "pending"
     assert answered.status_code == 200  # beta's attempts did not move the offer
+
+
+# -- AsyncAPI --------------------------------------------------------------------------------
+
+
+async def test_asyncapi_describes_what_intake_accepts(intake: IntakeProcess) -> None:
+    from jsonschema import Draft202012Validator
+
+    async with intake.client(None) as c:
+        doc = (await c.get("/asyncapi")).json()
+    assert doc["asyncapi"] == "3.0.0"
+    assert doc["channels"]["intake"]["address"] == intake.topic("intake")
+    assert doc["channels"]["intakeDlq"]["address"] == intake.topic("intake.dlq")
+    payload = {**doc, "$ref": "#/components/messages/helper_upserted/payload"}
+    validator = Draft202012Validator(payload)
+    event = {
+        "specversion": "1.0",
+        "type": "org.leanon.helper.upserted",
+        "source": "/crm",
+        "id": "1",
+        "orgid": "alpha",
+        "subject": "h1",
+        "data": helper_body(),
+    }
+    assert list(validator.iter_errors(event)) == []
+    assert list(validator.iter_errors(event | {"data": helper_body(skills={"x": 9})}))
+    assert list(validator.iter_errors({k: v for k, v in event.items() if k != "orgid"}))
