@@ -358,20 +358,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for name, color in (("leanon", "tab:green"), ("bare_asgi", "tab:gray")):
         steps = results["http"]["steps"][name]
         label = "LeanOn intake" if name == "leanon" else "bare ASGI (same stack)"
-        left.plot(
-            [s["offered_per_s"] for s in steps],
-            [s["p99_ms"] for s in steps],
-            "-o",
-            color=color,
-            label=f"{label} p99",
-        )
-        left.plot(
-            [s["offered_per_s"] for s in steps],
-            [s["p50_ms"] for s in steps],
-            ":o",
-            color=color,
-            label=f"{label} p50",
-        )
+        offered = [s["offered_per_s"] for s in steps]
+        for pct, style in (("p99_ms", "-o"), ("p50_ms", ":o")):
+            latencies = [s[pct] for s in steps]
+            left.plot(offered, latencies, style, color=color, label=f"{label} {pct[:3]}")
     left.axhline(
         P99_GOAL_MS,
         color="tab:red",
