@@ -192,12 +192,12 @@ class StatusProjection:
         self.statuses = statuses
 
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        events = []
         for record in records:
             try:
-                event = cloudevents.decode(record.value, record.headers)
+                events.append(cloudevents.decode(record.value, record.headers))
             except cloudevents.InvalidEvent as exc:
                 log.error(
                     "unreadable event at %s/%s: %s", record.partition, record.offset, exc.code
                 )
-                continue
-            await self.statuses.apply(event)
+        await self.statuses.apply(events)

@@ -132,21 +132,44 @@ class RequestStatuses:
                 pipe.set(key, body, nx=True, ex=STATUS_TTL_S)
             await pipe.execute()
 
-    async def apply(self, event: CloudEvent) -> None:
-        """Fold one lifecycle event in; replaying the events topic rebuilds the same view."""
-        org = event.ext(ev.ORG_EXTENSION)
-        data = event.data if isinstance(event.data, dict) else {}
-        request_id = data.get("request_id") or event.subject
-        if not org or not request_id:
-            return
+    async def apply(self, events: list[CloudEvent]) -> int:
+        """Fold lifecycle events in, in order: one read and one write per batch.
+
+        Replaying the events topic rebuilds the same view. Returns how many statuses moved.
+        """
+        relevant = [(target, e) for e in events if (target := self._target(e)) is not None]
+        if not relevant:
+            return 0
+        targets = list(dict.fromkeys(target for target, _ in relevant))
+        stored = dict(zip(targets, await self.get_many(targets), strict=True))
+        for target, event in relevant:
+            stored[target] = self._fold(stored[target], target[1], event)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for (org, request_id), status in stored.items():
+                pipe.set(self._key(org, request_id), orjson.dumps(status), ex=STATUS_TTL_S)
+            await pipe.execute()
+        return len(stored)
+
+    @staticmethod
+    def _target(event: CloudEvent) -> tuple[str, str] | None:
+        """The (org, request id) a lifecycle event moves, or None when it moves none."""
         if (
             event.type not in OFFER_STATUS
             and event.type not in REQUEST_STATUS
             and event.type != ev.REQUEST_ACCEPTED
         ):
-            return
-        key = self._key(org, request_id)
-        current = await self.get(org, request_id) or {
+            return None
+        org = event.ext(ev.ORG_EXTENSION)
+        data = event.data if isinstance(event.data, dict) else {}
+        request_id = data.get("request_id") or event.subject
+        return (org, str(request_id)) if org and request_id else None
+
+    @classmethod
+    def _fold(
+        cls, current: dict[str, Any] | None, request_id: str, event: CloudEvent
+    ) -> dict[str, Any]:
+        data = event.data if isinstance(event.data, dict) else {}
+        current = current or {
             "id": request_id,
             "status": "pending",
             "helpers_needed": data.get("helpers_needed", 1),
@@ -155,7 +178,7 @@ class RequestStatuses:
             "region": event.ext("region"),
         }
         if event.type in OFFER_STATUS:
-            self._offer(current, event.type, data)
+            cls._offer(current, event.type, data)
         elif event.type in REQUEST_STATUS:
             current["status"] = REQUEST_STATUS[event.type]
             if event.type == ev.REQUEST_UNMATCHED:
@@ -163,7 +186,7 @@ class RequestStatuses:
         if "status" in data and event.type in REQUEST_STATUS:
             current["status"] = data["status"]
         current["updated_at"] = event.time or now_iso()
-        await self._r.set(key, orjson.dumps(current), ex=STATUS_TTL_S)
+        return current
 
     @staticmethod
     def _offer(current: dict[str, Any], type_: str, data: dict[str, Any]) -> None:
