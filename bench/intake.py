@@ -152,13 +152,15 @@ async def http_step(
     }
 
 
-async def http_bench(rates: list[int], seconds: float, prefix: str) -> dict[str, Any]:
+async def http_bench(
+    rates: list[int], seconds: float, prefix: str, workers: int
+) -> dict[str, Any]:
     intake_port, bare_port = free_port(), free_port()
     bodies = [orjson.dumps(submission(i)) for i in range(2000)]  # no id: each is a new request
     servers = {
         "leanon": Process(
             [sys.executable, "-m", "leanon_intake"],
-            env_for(prefix, LEANON_INTAKE_PORT=intake_port),
+            env_for(prefix, LEANON_INTAKE_PORT=intake_port, LEANON_INTAKE_WORKERS=workers),
             f"http://127.0.0.1:{intake_port}/readyz",
         ),
         "bare_asgi": Process(
@@ -395,6 +397,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--workers", type=int, default=1, help="intake processes (HTTP)")
     parser.add_argument(
         "--quick", action="store_true", help="rates 1000-4000, 3 s steps, 10k events"
     )
@@ -404,8 +407,9 @@ def main() -> None:
     bootstrap = os.environ.get("LEANON_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     started = time.time()
     results: dict[str, Any] = {"benchmark": "intake", "p99_goal_ms": P99_GOAL_MS}
+    results["intake_workers"] = args.workers
     results["http"] = asyncio.run(
-        http_bench(args.rates, args.seconds, f"bh{uuid.uuid4().hex[:6]}.")
+        http_bench(args.rates, args.seconds, f"bh{uuid.uuid4().hex[:6]}.", args.workers)
     )
     results["cloudevents"] = asyncio.run(
         cloudevents_bench(args.events, f"bc{uuid.uuid4().hex[:6]}.", bootstrap)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from typing import Any
 
 import uvicorn
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -19,21 +20,29 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def serve(app: ASGIApp, host: str, port: int) -> None:
-    """Run until SIGTERM/SIGINT; uvicorn then stops accepting and runs the app's shutdown."""
+def serve(
+    app: ASGIApp, host: str, port: int, *, workers: int = 1, factory: str | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT; uvicorn then stops accepting and runs the app's shutdown.
+
+    With several workers, uvicorn forks processes that each build the app from `factory`
+    ("module:function") and share the listening socket.
+    """
     tune_gc()
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
-    uvicorn.Server(config).run()
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": 20,
+    }
+    if workers > 1 and factory:
+        uvicorn.run(factory, factory=True, workers=workers, **options)
+        return
+    uvicorn.Server(uvicorn.Config(app, **options)).run()
 
 
 def redis_client(url: str, max_connections: int = 64) -> Redis:

@@ -10,6 +10,7 @@ from leanon_shared.settings import PLACEHOLDER_SECRETS, LeanOnSettings, Settings
 
 class IntakeSettings(LeanOnSettings):
     intake_port: int = 8000
+    intake_workers: int = Field(default=1, ge=1, le=64)  # processes sharing the port
     api_keys: SecretStr | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Calls per second each org may make, with a burst; LEANON_RATE_LIMITS overrides some orgs
