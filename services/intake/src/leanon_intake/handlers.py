@@ -116,6 +116,7 @@ class IntakeEvents:
 
     async def _reject(self, record: ConsumerRecord[bytes, bytes], code: str, detail: str) -> None:
         metrics.INGESTED.labels("rejected").inc()
+        metrics.REJECTED.labels(code).inc()
         await self.bus.dead_letter(self.dlq_topic, record, code, detail)
 
     async def apply(
