@@ -949,7 +949,7 @@ async def forget(args: argparse.Namespace, prefix: str) -> None:
         redis = Redis.from_url(args.redis_url, protocol=2)
         try:
             batch: list[bytes] = []
-            async for key in redis.scan_iter(match=f"{prefix}*", count=2000):
+            async for key in redis.scan_iter(match=f"{prefix}*", count=20_000):
                 batch.append(key)
                 if len(batch) >= 2000:
                     await redis.unlink(*batch)
@@ -1003,6 +1003,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
             alpha=0.5,
             label=f"{label} p99.9",
         )
+        if label.startswith("LeanOn"):
+            left.plot(
+                x,
+                [s["matched_latency"]["p99_ms"] or None for s in steps],
+                "-.",
+                marker="x",
+                color=color,
+                label=f"{label} p99 to request.matched",
+            )
         right.plot(x, [s["achieved_per_s"] for s in steps], "-o", color=color, label=label)
     left.axhline(
         P99_GOAL_MS,
@@ -1018,10 +1027,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     left.set_title("Latency to the offer delivered")
     left.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=7)
-    top = max((s["offered_per_s"] for _, steps, _ in series for s in steps), default=1)
-    right.plot(
-        [1, top], [1, top], color="black", linewidth=0.6, linestyle=":", label="achieved = offered"
-    )
+    offered = [s["offered_per_s"] for _, steps, _ in series for s in steps] or [1]
+    ends = [min(offered), max(offered)]
+    right.plot(ends, ends, color="black", linewidth=0.6, linestyle=":", label="achieved = offered")
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("offered requests per second")
