@@ -143,8 +143,7 @@ class Step:
     offered: int = 0  # requests whose first offer (or, raw, the record) arrived
     unmatched: int = 0
     matched: int = 0
-    first_outcome: float = 0.0
-    last_outcome: float = 0.0
+    arrivals: list[float] = field(default_factory=list)  # loop time of each outcome
     offer: HdrHistogram = field(default_factory=histogram)
     match: HdrHistogram = field(default_factory=histogram)
     lag_max: dict[str, int] = field(default_factory=dict)
@@ -156,14 +155,14 @@ class Step:
         return self.offered + self.unmatched
 
     def arrived(self, now: float) -> None:
-        self.first_outcome = self.first_outcome or now
-        self.last_outcome = max(self.last_outcome, now)
+        self.arrivals.append(now)
 
     def summary(self) -> dict[str, Any]:
-        # outcomes per second between the first and the last: a constant latency does not
-        # lower it, a backlog that builds up does
-        span = self.last_outcome - self.first_outcome
-        achieved = (self.outcomes - 1) / span if self.outcomes > 1 and span > 0 else 0.0
+        # outcomes per second over a window as long as the step, shifted by the median
+        # latency: a constant latency (or jitter) does not lower it, a growing backlog does
+        shift = self.offer.get_value_at_percentile(50) / 1e6 if self.offer.total_count else 0.0
+        low = self.started + shift
+        achieved = sum(low <= a < low + self.seconds for a in self.arrivals) / self.seconds
         missing = self.sent - self.outcomes
         return {
             "offered_per_s": self.rate,
