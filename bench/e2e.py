@@ -1158,6 +1158,7 @@ def main() -> None:
             raise SystemExit(f"{url}: this benchmark only talks to 127.0.0.1")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     started = time.monotonic()
+    at_start = machine()  # the commit measured, before anyone commits during the run
     import uvloop
 
     try:
@@ -1170,7 +1171,7 @@ def main() -> None:
         for cleanup in reversed(CLEANUP):
             cleanup()
     results["duration_s"] = round(time.monotonic() - started, 1)
-    results["machine"] = {**machine(), "load_average": os.getloadavg()}
+    results["machine"] = {**at_start, "load_average": os.getloadavg()}
     results["finished_at"] = datetime.now(UTC).isoformat()
     out = write_results("e2e", results)
     plot(results, out.with_suffix(".png"))
