@@ -489,6 +489,9 @@ class Stack:
             LEANON_WEBHOOK_SECRET=SECRET,
             LEANON_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
             LEANON_LOG_LEVEL="WARNING",
+            # matching clears its index keys with SCAN on start, which walks the whole shared
+            # Redis (over a million keys here): services.sh's 60 s is not always enough
+            LEANON_START_TIMEOUT_S=os.environ.get("LEANON_START_TIMEOUT_S", "240"),
         )
         self.script = str(ROOT / "deploy/local/services.sh")
         self.stopped = False
@@ -1080,6 +1083,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {', '.join(f'{k} {v}' for k, v in s['cpu_cores'].items())} |"
             )
     for r in results["leanon"]:
+        if "error" in r:
+            lines.append(f"\nLeanOn with {r['helpers']:,} helpers failed: {r['error'][-300:]}")
         if "helpers_load_s" in r:
             lines.append(
                 f"\n{r['helpers']:,} helpers loaded as CloudEvents and indexed in "
@@ -1119,7 +1124,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results["raw"] = await raw_run(args.rates, args.seconds, args, shared)
     results["leanon"] = []
     for helpers in args.helpers:
-        results["leanon"].append(await leanon_run(helpers, args.rates, args.seconds, args, shared))
+        try:
+            measured = await leanon_run(helpers, args.rates, args.seconds, args, shared)
+        except (SystemExit, Exception) as exc:  # keep what the other runs measured
+            log(f"LeanOn {helpers:,} helpers failed: {exc}")
+            measured = {"helpers": helpers, "error": str(exc)[-2000:], "steps": []}
+        results["leanon"].append(measured)
     best = max((r.get("sustainable_per_s", 0) for r in results["leanon"]), default=0)
     smallest = results["leanon"][0].get("sustainable_per_s", 0) if results["leanon"] else 0
     results["sustainable_per_s"] = smallest  # the smallest city: the headline figure
@@ -1137,7 +1147,23 @@ def main() -> None:
         "--rates",
         type=int,
         nargs="+",
-        default=[50, 100, 250, 500, 1000, 2000, 3000, 4000, 6000, 8000, 10000, 12500, 15000, 20000],
+        default=[
+            10,
+            20,
+            50,
+            100,
+            250,
+            500,
+            1000,
+            2000,
+            3000,
+            4000,
+            6000,
+            8000,
+            10000,
+            15000,
+            20000,
+        ],
     )
     parser.add_argument("--seconds", type=float, default=8, help="length of each step")
     parser.add_argument("--helpers", type=int, nargs="+", default=[10_000, 100_000])
@@ -1146,10 +1172,10 @@ def main() -> None:
     parser.add_argument("--request-pool", type=int, default=20_000, help="distinct request bodies")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", action="store_true", help="keep this run's topics and Redis keys")
-    parser.add_argument("--quick", action="store_true", help="10k helpers, 3 s steps, 20 to 4000/s")
+    parser.add_argument("--quick", action="store_true", help="10k helpers, 3 s steps, 10 to 4000/s")
     args = parser.parse_args()
     if args.quick:
-        args.rates, args.seconds = [20, 50, 100, 200, 500, 1000, 2000, 4000], 3
+        args.rates, args.seconds = [10, 20, 50, 100, 200, 500, 1000, 2000, 4000], 3
         args.helpers, args.drain_s, args.index_limit_s, args.request_pool = [10_000], 6, 90, 10_000
     args.bootstrap = os.environ.get("LEANON_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     args.redis_url = os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0")
