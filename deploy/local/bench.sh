@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # make bench: the benchmarks against local Kafka and Redis (started if missing, and stopped
 # afterwards only if this script started them). Results: bench/results/<name>-<stamp>.{json,png}.
-# Usage: bench.sh [--quick] [NAME...]   NAME: matching intake (default: all of them)
+# Usage: bench.sh [--quick] [NAME...]   NAME: matching intake e2e (default: all of them)
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 HERE="$ROOT/deploy/local"
-ALL=(matching intake)
+ALL=(matching intake e2e)
 QUICK=(); NAMES=()
 for arg in "$@"; do
   case "$arg" in
