@@ -15,6 +15,7 @@ import random
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import h3
 from redis.asyncio import Redis
@@ -266,7 +267,7 @@ class HelperIndex:
         ops: list[tuple[str | bytes | int, ...]] = []
         for (org, helper_id), old_raw, helper in zip(keys, olds, latest.values(), strict=True):
             if old_raw is not None:
-                old = unpack_helper(org, helper_id, old_raw)
+                old = unpack_helper(org, helper_id, _raw(old_raw))
                 for key, _, counted in self._memberships(old):
                     if counted is None:
                         ops.append(("r", key, helper_id))
@@ -294,11 +295,11 @@ class HelperIndex:
         if request.lat is None or request.lon is None:
             first = random.randrange(ORG_SHARDS)
             return [f"*{(first + i) % ORG_SHARDS}" for i in range(ORG_SHARDS)], ORG_SHARDS, 0
-        rings: list[list[str]] = [[] for _ in range(RING + 1)]
-        for tier in TIERS:
-            center = h3.latlng_to_cell(request.lat, request.lon, tier.resolution)
-            for distance in range(RING + 1):
-                rings[distance] += [f"{tier.name}:{c}" for c in h3.grid_ring(center, distance)]
+        disks = [
+            _disk(tier.name, h3.latlng_to_cell(request.lat, request.lon, tier.resolution))
+            for tier in TIERS
+        ]
+        rings = [[cell for disk in disks for cell in disk[d]] for d in range(RING + 1)]
         return [cell for ring in rings for cell in ring], len(rings[0]), len(rings[1])
 
     async def candidates(
@@ -368,6 +369,20 @@ class HelperIndex:
                 removed += await self._r.unlink(*batch)
         await self._r.delete(self.version_key)
         return removed
+
+
+@lru_cache(maxsize=65_536)
+def _disk(tier: str, center: str) -> tuple[tuple[str, ...], ...]:
+    """A cell's rings 0..RING as "tier:cell" names. Cached: requests from one neighbourhood
+    share them, and walking H3 rings was a tenth of a decision's Python time."""
+    return tuple(
+        tuple(f"{tier}:{cell}" for cell in h3.grid_ring(center, distance))
+        for distance in range(RING + 1)
+    )
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _text(value: bytes | str) -> str:
