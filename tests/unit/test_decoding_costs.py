@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import h3
 
-from leanon_matching.convert import pack_helper, unpack_helper
+from leanon_matching.convert import helper_from_json, pack_helper, packed_from_json, unpack_helper
 from leanon_matching.domain.model import Interval
 from leanon_matching.index import RING, TIERS, HelperIndex
 from leanon_matching.reservations import Reservations
@@ -62,3 +62,29 @@ def test_recent_offer_keys_move_on_at_midnight() -> None:
 class _NoScripts:
     def register_script(self, script: str) -> None:
         return None
+
+
+def test_a_rebuild_packs_records_exactly_as_updates_do() -> None:
+    window = Interval(MONDAY, MONDAY + timedelta(hours=2))
+    record = {
+        "org": "o",
+        "helper_id": "h",
+        "profile": {
+            "skills": {"first_aid": 3, "driving": 1},
+            "languages": ["es", "en", "en"],
+            "location": {"lat": 40.4, "lon": -3.7},
+            "radius_km": 12.5,
+            "availability": {
+                "timezone": "Europe/Madrid",
+                "weekly": [
+                    {"day": "fri", "start": "22:00", "end": "02:00"},
+                    {"day": "sun", "start": "00:00", "end": "24:00"},
+                ],
+                "windows": [{"start": window.start.isoformat(), "end": window.end.isoformat()}],
+            },
+            "capacity": 3,
+        },
+    }
+    remote = {"org": "o", "helper_id": "r", "profile": {"skills": {"it_support": 5}}}
+    for r in (record, remote):
+        assert packed_from_json(r).packed == pack_helper(helper_from_json(r))

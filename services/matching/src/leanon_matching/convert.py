@@ -6,12 +6,13 @@ import math
 import struct
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from leanon_matching.domain.model import Helper, Interval, Request, Slot
 from leanon_shared.models import HelperRecord, RequestSubmission
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY = {day: i for i, day in enumerate(DAYS)}
 
 
 def _hhmm(value: str) -> int:
@@ -101,6 +102,70 @@ def pack_helper(h: Helper) -> bytes:
     out.append(len(h.windows))
     for w in h.windows:
         out += _WINDOW.pack(int(w.start.timestamp()), int(w.end.timestamp()))
+    return bytes(out)
+
+
+class Packed(NamedTuple):
+    """A helpers-topic record ready for a bulk index load: what the sets need, and the packed
+    profile; the record itself for the rare helper that must go through a full update."""
+
+    record: dict[str, Any]
+    packed: bytes
+    skills: dict[str, int]
+    lat: float | None
+    lon: float | None
+    radius_km: float
+
+
+def packed_from_json(record: dict[str, Any]) -> Packed:
+    p = record["profile"]
+    loc = p.get("location")
+    return Packed(
+        record,
+        pack_json(p),
+        p["skills"],
+        loc["lat"] if loc else None,
+        loc["lon"] if loc else None,
+        float(p.get("radius_km", 10)),
+    )
+
+
+def pack_json(profile: dict[str, Any]) -> bytes:
+    """pack_helper(helper_from_json(...)) straight from a helpers-topic profile, byte for byte,
+    without building a Helper: the rebuild packs a million of these."""
+    avail = profile.get("availability") or {}
+    loc = profile.get("location")
+    out = bytearray(
+        _HEAD.pack(
+            PACK_VERSION,
+            int(profile.get("capacity", 1)),
+            round(float(profile.get("radius_km", 10)) * 10),
+            loc["lat"] if loc else math.nan,
+            loc["lon"] if loc else math.nan,
+        )
+    )
+    zone = avail.get("timezone", "UTC").encode()
+    out += bytes([len(zone)]) + zone
+    skills = profile["skills"]
+    out.append(len(skills))
+    for name, level in skills.items():
+        raw = name.encode()
+        out += bytes([len(raw)]) + raw + bytes([level])
+    langs = sorted(set(profile.get("languages", ())))
+    out.append(len(langs))
+    for lang in langs:
+        out += lang.encode()
+    weekly = avail.get("weekly", ())
+    out.append(len(weekly))
+    for slot in weekly:
+        out += _SLOT.pack(_DAY[slot["day"]], _hhmm(slot["start"]), _hhmm(slot["end"]))
+    windows = avail.get("windows", ())
+    out.append(len(windows))
+    for w in windows:
+        out += _WINDOW.pack(
+            int(datetime.fromisoformat(w["start"]).timestamp()),
+            int(datetime.fromisoformat(w["end"]).timestamp()),
+        )
     return bytes(out)
 
 
