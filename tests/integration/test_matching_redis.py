@@ -2,13 +2,16 @@
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from redis.asyncio import Redis
 
+from leanon_matching.convert import Packed, packed_from_json
+from leanon_matching.domain.model import Helper, Interval
 from leanon_matching.index import HelperIndex
 from leanon_matching.reservations import Reservations
 from leanon_matching.store import Timers
-from tests.unit.factories import helper, request
+from tests.unit.factories import helper, request, slot
 
 NOW = datetime(2026, 12, 1, 8, tzinfo=UTC)
 START = NOW + timedelta(hours=2)
@@ -98,3 +101,78 @@ async def test_due_timers_are_leased_not_lost(redis: Redis, prefix: str) -> None
     assert await timers.lease_due(140.0, 30, 10) == [member]  # the reader died: fires again
     await timers.done(member)
     assert await timers.lease_due(1000.0, 30, 10) == []
+
+
+def _record(h: Helper) -> dict[str, Any]:
+    """The helpers-topic record for a helper."""
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    hm = lambda m: f"{m // 60:02d}:{m % 60:02d}"  # noqa: E731
+    return {
+        "org": h.org,
+        "helper_id": h.id,
+        "profile": {
+            "skills": h.skills,
+            "languages": sorted(h.languages),
+            "location": None if h.lat is None else {"lat": h.lat, "lon": h.lon},
+            "radius_km": h.radius_km,
+            "availability": {
+                "timezone": h.timezone,
+                "weekly": [
+                    {"day": days[s.weekday], "start": hm(s.start), "end": hm(s.end)}
+                    for s in h.weekly
+                ],
+                "windows": [
+                    {"start": w.start.isoformat(), "end": w.end.isoformat()} for w in h.windows
+                ],
+            },
+            "capacity": h.capacity,
+        },
+    }
+
+
+async def _dump(redis: Redis, prefix: str) -> dict[str, object]:
+    """Every index key under the prefix, without the prefix, with its contents."""
+    out: dict[str, object] = {}
+    async for key in redis.scan_iter(match=f"{prefix}h*", count=1000):
+        kind = (await redis.type(key)).decode()
+        name = key.decode()[len(prefix) :]
+        if kind == "zset":
+            out[name] = await redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "hash":
+            out[name] = await redis.hgetall(key)
+        else:
+            out[name] = await redis.get(key)
+    return out
+
+
+async def test_a_rebuilds_bulk_load_writes_the_same_index_as_updates(
+    redis: Redis, prefix: str
+) -> None:
+    window = Interval(NOW, NOW + timedelta(hours=3))
+    first = [
+        helper(id="a", skills={"first_aid": 3, "driving": 1}),
+        helper(id="b", lat=48.85, lon=2.35, radius_km=120, windows=(window,)),
+        helper(id="remote", lat=None, lon=None),
+        helper(id="gone", skills={"cooking": 2}),
+        helper(id="a", skills={"driving": 4}, radius_km=30),  # a second version, same batch
+    ]
+    second = [
+        helper(id="b", skills={"plumbing": 5}, lat=52.5, lon=13.4, radius_km=8),
+        helper(id="c", timezone="Europe/Berlin", weekly=(slot(4, "22:00", "02:00"),)),
+    ]
+    updates, bulk = HelperIndex(redis, prefix + "u."), HelperIndex(redis, prefix + "b.")
+    loaded: set[tuple[str, str]] = set()
+    for batch, removed in ((first, []), (second, ["gone", "never-there"])):
+        await updates.apply([(h.org, h.id, h) for h in batch] + [("o", r, None) for r in removed])
+        changes: list[tuple[str, str, Packed | None]] = [
+            (h.org, h.id, packed_from_json(_record(h))) for h in batch
+        ]
+        changes += [("o", r, None) for r in removed]
+        await bulk.load(bulk.prepare_load(changes, loaded))
+    try:
+        expected = await _dump(redis, prefix + "u.")
+        assert "h:o:gone" not in expected and "h:o:b" in expected
+        assert await _dump(redis, prefix + "b.") == expected
+    finally:
+        await updates.clear()
+        await bulk.clear()

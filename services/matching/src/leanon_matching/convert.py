@@ -6,12 +6,13 @@ import math
 import struct
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from leanon_matching.domain.model import Helper, Interval, Request, Slot
 from leanon_shared.models import HelperRecord, RequestSubmission
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY = {day: i for i, day in enumerate(DAYS)}
 
 
 def _hhmm(value: str) -> int:
@@ -39,7 +40,7 @@ def helper_from_json(raw: dict[str, Any]) -> Helper:
         lon=loc["lon"] if loc else None,
         radius_km=float(p.get("radius_km", 10)),
         timezone=avail.get("timezone", "UTC"),
-        weekly=slots,
+        weekly=tuple(slots),
         windows=tuple(
             Interval(datetime.fromisoformat(w["start"]), datetime.fromisoformat(w["end"]))
             for w in avail.get("windows", ())
@@ -62,7 +63,7 @@ def helper_from_record(record: HelperRecord) -> Helper:
         lon=p.location.lon if p.location else None,
         radius_km=p.radius_km,
         timezone=p.availability.timezone,
-        weekly=slots,
+        weekly=tuple(slots),
         windows=tuple(Interval(w.start, w.end) for w in p.availability.windows),
         capacity=p.capacity,
     )
@@ -104,9 +105,79 @@ def pack_helper(h: Helper) -> bytes:
     return bytes(out)
 
 
-@lru_cache(maxsize=262_144)
+class Packed(NamedTuple):
+    """A helpers-topic record ready for a bulk index load: what the sets need, and the packed
+    profile; the record itself for the rare helper that must go through a full update."""
+
+    record: dict[str, Any]
+    packed: bytes
+    skills: dict[str, int]
+    lat: float | None
+    lon: float | None
+    radius_km: float
+
+
+def packed_from_json(record: dict[str, Any]) -> Packed:
+    p = record["profile"]
+    loc = p.get("location")
+    return Packed(
+        record,
+        pack_json(p),
+        p["skills"],
+        loc["lat"] if loc else None,
+        loc["lon"] if loc else None,
+        float(p.get("radius_km", 10)),
+    )
+
+
+def pack_json(profile: dict[str, Any]) -> bytes:
+    """pack_helper(helper_from_json(...)) straight from a helpers-topic profile, byte for byte,
+    without building a Helper: the rebuild packs a million of these."""
+    avail = profile.get("availability") or {}
+    loc = profile.get("location")
+    out = bytearray(
+        _HEAD.pack(
+            PACK_VERSION,
+            int(profile.get("capacity", 1)),
+            round(float(profile.get("radius_km", 10)) * 10),
+            loc["lat"] if loc else math.nan,
+            loc["lon"] if loc else math.nan,
+        )
+    )
+    zone = avail.get("timezone", "UTC").encode()
+    out += bytes([len(zone)]) + zone
+    skills = profile["skills"]
+    out.append(len(skills))
+    for name, level in skills.items():
+        raw = name.encode()
+        out += bytes([len(raw)]) + raw + bytes([level])
+    langs = sorted(set(profile.get("languages", ())))
+    out.append(len(langs))
+    for lang in langs:
+        out += lang.encode()
+    weekly = avail.get("weekly", ())
+    out.append(len(weekly))
+    for slot in weekly:
+        out += _SLOT.pack(_DAY[slot["day"]], _hhmm(slot["start"]), _hhmm(slot["end"]))
+    windows = avail.get("windows", ())
+    out.append(len(windows))
+    for w in windows:
+        out += _WINDOW.pack(
+            int(datetime.fromisoformat(w["start"]).timestamp()),
+            int(datetime.fromisoformat(w["end"]).timestamp()),
+        )
+    return bytes(out)
+
+
 def unpack_helper(org: str, helper_id: str, raw: bytes) -> Helper:
-    """Decode a packed profile; cached, since the same helpers come up again and again."""
+    """Decode a packed profile.
+
+    Not cached as a whole: at a million helpers a request's 64 candidates were mostly cache
+    misses (about 1 in 6 hits), and every cached profile is eight long-lived objects for the
+    cyclic collector, whose young generation then filled every ~100 requests and paused for
+    20-40 ms, which was the whole p99. Only the immutable tail (languages, weekly slots,
+    windows), which many helpers share, is cached; the rest dies with its request.
+    """
     version, capacity, radius, lat, lon = _HEAD.unpack_from(raw, 0)
     if version != PACK_VERSION:
         raise ValueError(f"packed helper format {version} is not {PACK_VERSION}")
@@ -119,8 +190,29 @@ def unpack_helper(org: str, helper_id: str, raw: bytes) -> Helper:
         n = raw[pos]
         skills[raw[pos + 1 : pos + 1 + n].decode()] = raw[pos + 1 + n]
         pos += 2 + n
-    count = raw[pos]
-    pos += 1
+    languages, slots, windows = _unpack_tail(raw[pos:])
+    located = not math.isnan(lat)
+    return Helper(
+        org=org,
+        id=helper_id,
+        skills=skills,
+        languages=languages,
+        lat=lat if located else None,
+        lon=lon if located else None,
+        radius_km=radius / 10,
+        timezone=zone,
+        weekly=slots,
+        windows=windows,
+        capacity=capacity,
+    )
+
+
+@lru_cache(maxsize=16_384)
+def _unpack_tail(raw: bytes) -> tuple[frozenset[str], tuple[Slot, ...], tuple[Interval, ...]]:
+    """Languages, weekly slots and one-off windows: the costliest part to decode, and the same
+    bytes for every helper with the same languages and hours."""
+    count = raw[0]
+    pos = 1
     languages = frozenset(raw[pos + 2 * i : pos + 2 * i + 2].decode() for i in range(count))
     pos += 2 * count
     slots = []
@@ -133,20 +225,7 @@ def unpack_helper(org: str, helper_id: str, raw: bytes) -> Helper:
         a, b = _WINDOW.unpack_from(raw, pos)
         pos += _WINDOW.size
         windows.append(Interval(datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC)))
-    located = not math.isnan(lat)
-    return Helper(
-        org=org,
-        id=helper_id,
-        skills=skills,
-        languages=languages,
-        lat=lat if located else None,
-        lon=lon if located else None,
-        radius_km=radius / 10,
-        timezone=zone,
-        weekly=tuple(slots),
-        windows=tuple(windows),
-        capacity=capacity,
-    )
+    return languages, tuple(slots), tuple(windows)
 
 
 def request_from_submission(

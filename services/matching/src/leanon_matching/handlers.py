@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterable, Sequence
 
 import orjson
@@ -10,7 +11,7 @@ from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
 from leanon_matching import metrics
-from leanon_matching.convert import helper_from_json
+from leanon_matching.convert import Packed, helper_from_json, packed_from_json
 from leanon_matching.domain.model import Helper
 from leanon_matching.index import HelperIndex
 from leanon_matching.service import Matcher
@@ -54,6 +55,29 @@ def changes_from(
             )
             metrics.INDEX_UPDATES.labels("unreadable").inc()
     return changes
+
+
+def packed_from(
+    records: Iterable[ConsumerRecord[bytes, bytes]],
+) -> list[tuple[str, str, Packed | None]]:
+    """Helpers-topic records ready for a rebuild's bulk load (see changes_from)."""
+    out: list[tuple[str, str, Packed | None]] = []
+    for record in records:
+        org, _, helper_id = (record.key or b"").decode("utf-8", "replace").partition("/")
+        if record.value is None:
+            out.append((org, helper_id, None))
+            continue
+        try:
+            out.append((org, helper_id, packed_from_json(orjson.loads(record.value))))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, struct.error) as exc:
+            log.error(
+                "skipping unreadable helper record at %s/%s: %s",
+                record.partition,
+                record.offset,
+                type(exc).__name__,
+            )
+            metrics.INDEX_UPDATES.labels("unreadable").inc()
+    return out
 
 
 class CommandHandler:

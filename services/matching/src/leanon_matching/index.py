@@ -15,11 +15,12 @@ import random
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import h3
 from redis.asyncio import Redis
 
-from leanon_matching.convert import pack_helper, unpack_helper
+from leanon_matching.convert import Packed, helper_from_json, pack_helper, unpack_helper
 from leanon_matching.domain.model import Helper, Request
 
 INDEX_VERSION = "4"
@@ -183,6 +184,36 @@ return 1
 """
 APPLY_CHUNK = 10_000  # operations per call
 
+# A bulk load into an index that started empty: nothing to read back or clean up, so each
+# helper travels as five arguments and the script builds its keys. ARGV: profile key prefix,
+# set key prefix (org's), the org's skill-sizes hash, then per helper: id, packed profile,
+# "tier:cell" ("" when remote), its org-wide shard, skills as "name:level,...".
+_LOAD = """
+local profiles, sets, sizes = ARGV[1], ARGV[2], ARGV[3]
+local added = {}
+for i = 4, #ARGV, 5 do
+  local id, cell, shard = ARGV[i], ARGV[i + 2], ARGV[i + 3]
+  redis.call('SET', profiles .. id, ARGV[i + 1])
+  for name, level in string.gmatch(ARGV[i + 4], '([^,:]+):(%d+)') do
+    if redis.call('ZADD', sets .. name .. ':' .. shard, level, id) == 1 then
+      added[name] = (added[name] or 0) + 1
+    end
+    if cell ~= '' then redis.call('ZADD', sets .. cell .. ':' .. name, level, id) end
+  end
+end
+for name, n in pairs(added) do redis.call('HINCRBY', sizes, name, n) end
+return 1
+"""
+LOAD_CHUNK = 10_000  # helpers per call: a rebuild's consumer batch in one call
+
+
+@dataclass(slots=True)
+class BulkLoad:
+    """A batch of a rebuild, planned: updates that need apply, and per org _LOAD's arguments."""
+
+    again: list[tuple[str, str, Helper | None]]
+    fresh: dict[str, list[str | bytes]]
+
 
 @dataclass(frozen=True, slots=True)
 class LoadQuery:
@@ -209,6 +240,7 @@ class HelperIndex:
         self._p = prefix
         self._candidates = redis.register_script(_CANDIDATES)
         self._apply = redis.register_script(_APPLY)
+        self._load = redis.register_script(_LOAD)
 
     # -- keys ------------------------------------------------------------------------------
     def _profile_prefix(self, org: str) -> str:
@@ -220,7 +252,7 @@ class HelperIndex:
     def _skill_shard(self, org: str, skill: str, helper_id: str) -> str:
         """Org-wide sets are sharded so that each stays small enough for Redis's compact
         listpack encoding (five times smaller than a skiplist entry)."""
-        return f"{self._p}hz:{org}:{skill}:{zlib.crc32(helper_id.encode()) % ORG_SHARDS}"
+        return f"{self._p}hz:{org}:{skill}:{_shard(helper_id)}"
 
     def _skill_counts(self, org: str) -> str:
         return f"{self._p}hz:{org}:#"
@@ -266,7 +298,7 @@ class HelperIndex:
         ops: list[tuple[str | bytes | int, ...]] = []
         for (org, helper_id), old_raw, helper in zip(keys, olds, latest.values(), strict=True):
             if old_raw is not None:
-                old = unpack_helper(org, helper_id, old_raw)
+                old = unpack_helper(org, helper_id, _raw(old_raw))
                 for key, _, counted in self._memberships(old):
                     if counted is None:
                         ops.append(("r", key, helper_id))
@@ -286,6 +318,51 @@ class HelperIndex:
                 keys=[], args=[a for op in ops[start : start + APPLY_CHUNK] for a in op]
             )
 
+    def prepare_load(
+        self, changes: Iterable[tuple[str, str, Packed | None]], loaded: set[tuple[str, str]]
+    ) -> BulkLoad:
+        """Plan changes for an index that this rebuild started from empty (`loaded` holds the
+        helpers written so far, and gains these). A helper written for the first time has no
+        earlier sets to leave, so it goes without a read-back, in the compact form of _LOAD; a
+        second version of one, or a removal, goes through apply. Planning is all the Python
+        work, so a rebuild can plan one batch while Redis writes the previous."""
+        latest: dict[tuple[str, str], Packed | None] = {}
+        for org, helper_id, packed in changes:
+            latest.pop((org, helper_id), None)
+            latest[(org, helper_id)] = packed
+        bulk = BulkLoad([], {})
+        for (org, helper_id), p in latest.items():
+            if p is None or (org, helper_id) in loaded:
+                helper = None if p is None else helper_from_json(p.record)
+                bulk.again.append((org, helper_id, helper))
+                if p is None:
+                    loaded.discard((org, helper_id))
+                continue
+            loaded.add((org, helper_id))
+            cell = ""
+            if p.lat is not None and p.lon is not None:
+                tier = tier_for(p.radius_km)
+                cell = f"{tier.name}:{h3.latlng_to_cell(p.lat, p.lon, tier.resolution)}"
+            skills = ",".join(f"{name}:{level}" for name, level in p.skills.items())
+            bulk.fresh.setdefault(org, []).extend(
+                (helper_id, p.packed, cell, str(_shard(helper_id)), skills)
+            )
+        return bulk
+
+    async def load(self, bulk: BulkLoad) -> None:
+        """Write a planned bulk load (see prepare_load)."""
+        if bulk.again:
+            await self.apply(bulk.again)
+        step = 5 * LOAD_CHUNK
+        for org, args in bulk.fresh.items():
+            head: list[str | bytes] = [
+                self._profile_prefix(org),
+                f"{self._p}hz:{org}:",
+                self._skill_counts(org),
+            ]
+            for start in range(0, len(args), step):
+                await self._load(keys=[], args=head + args[start : start + step])
+
     # -- reads -----------------------------------------------------------------------------
     def search_cells(self, request: Request) -> tuple[list[str], int, int]:
         """The sets to look in as "tier:cell", nearest first (every tier's own cell, then the
@@ -294,11 +371,11 @@ class HelperIndex:
         if request.lat is None or request.lon is None:
             first = random.randrange(ORG_SHARDS)
             return [f"*{(first + i) % ORG_SHARDS}" for i in range(ORG_SHARDS)], ORG_SHARDS, 0
-        rings: list[list[str]] = [[] for _ in range(RING + 1)]
-        for tier in TIERS:
-            center = h3.latlng_to_cell(request.lat, request.lon, tier.resolution)
-            for distance in range(RING + 1):
-                rings[distance] += [f"{tier.name}:{c}" for c in h3.grid_ring(center, distance)]
+        disks = [
+            _disk(tier.name, h3.latlng_to_cell(request.lat, request.lon, tier.resolution))
+            for tier in TIERS
+        ]
+        rings = [[cell for disk in disks for cell in disk[d]] for d in range(RING + 1)]
         return [cell for ring in rings for cell in ring], len(rings[0]), len(rings[1])
 
     async def candidates(
@@ -368,6 +445,24 @@ class HelperIndex:
                 removed += await self._r.unlink(*batch)
         await self._r.delete(self.version_key)
         return removed
+
+
+@lru_cache(maxsize=65_536)
+def _disk(tier: str, center: str) -> tuple[tuple[str, ...], ...]:
+    """A cell's rings 0..RING as "tier:cell" names. Cached: requests from one neighbourhood
+    share them, and walking H3 rings was a tenth of a decision's Python time."""
+    return tuple(
+        tuple(f"{tier}:{cell}" for cell in h3.grid_ring(center, distance))
+        for distance in range(RING + 1)
+    )
+
+
+def _shard(helper_id: str) -> int:
+    return zlib.crc32(helper_id.encode()) % ORG_SHARDS
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _text(value: bytes | str) -> str:

@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from leanon_matching import metrics
-from leanon_matching.handlers import changes_from
+from leanon_matching.handlers import packed_from
 from leanon_matching.index import HelperIndex
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,18 @@ async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: obje
         end = await consumer.end_offsets(partitions)
         todo = {tp for tp in partitions if end[tp] > 0}
         records, last_report = 0, time.monotonic()
+        loaded: set[tuple[str, str]] = set()
+        writing: asyncio.Task[None] | None = None
         while todo:
             batches = await consumer.getmany(*todo, timeout_ms=1000, max_records=10_000)
             for tp, batch in batches.items():
                 batch = [r for r in batch if r.offset < end[tp]]
-                await index.apply(changes_from(batch))
+                # Plan this batch (Python) while Redis writes the previous one; writes stay in
+                # order, so a helper's second version always sees its first.
+                bulk = index.prepare_load(packed_from(batch), loaded)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(index.load(bulk))
                 records += len(batch)
                 metrics.REBUILD_HELPERS.inc(len(batch))
                 if await consumer.position(tp) >= end[tp]:
@@ -99,6 +106,8 @@ async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: obje
                 log.warning("index rebuild: %d records replayed", records)
                 if callable(keep_lock):
                     await keep_lock()
+        if writing is not None:
+            await writing
         return records
     finally:
         await consumer.stop()

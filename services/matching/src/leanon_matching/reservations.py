@@ -9,7 +9,7 @@ zombie after a rebalance, cannot both win the last slot.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from redis.asyncio import Redis
 
@@ -75,6 +75,7 @@ class Reservations:
         self._p = prefix
         self._reserve = redis.register_script(_RESERVE)
         self._loads = redis.register_script(_LOADS)
+        self._load_queries: dict[str, tuple[date, LoadQuery]] = {}
 
     def key(self, org: str, helper_id: str) -> str:
         return f"{self._p}load:{org}:{helper_id}"
@@ -102,7 +103,7 @@ class Reservations:
     async def release(self, org: str, helper_id: str, offer_id: str) -> None:
         await self._r.hdel(self.key(org, helper_id), offer_id)
 
-    def _recent_key(self, org: str, day: datetime) -> str:
+    def _recent_key(self, org: str, day: date) -> str:
         return f"{self._p}offers:{org}:{day:%Y%m%d}"
 
     async def count_offer(self, org: str, helper_id: str, now: datetime) -> None:
@@ -115,8 +116,14 @@ class Reservations:
 
     def load_query(self, org: str, now: datetime) -> LoadQuery:
         """What the candidate search needs to return loads with the helpers it finds."""
-        days = tuple(self._recent_key(org, now - timedelta(days=d)) for d in range(RECENT_DAYS))
-        return LoadQuery(self.key(org, ""), days)
+        today = now.date()
+        cached = self._load_queries.get(org)
+        if cached is None or cached[0] != today:  # formatting seven keys cost more than a GET
+            days = tuple(
+                self._recent_key(org, today - timedelta(days=d)) for d in range(RECENT_DAYS)
+            )
+            cached = self._load_queries[org] = (today, LoadQuery(self.key(org, ""), days))
+        return cached[1]
 
     async def loads(
         self, org: str, helper_ids: Sequence[str], start: datetime, end: datetime, now: datetime

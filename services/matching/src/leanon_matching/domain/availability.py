@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from leanon_matching.domain.model import Interval, Slot
@@ -79,15 +80,10 @@ def same_day_coverage(slots: tuple[Slot, ...], zone: str, window: Interval) -> f
     None when the window crosses local midnight or a daylight-saving change; the exact
     interval computation then decides.
     """
-    tz = ZoneInfo(zone)
-    start, end = window.start.astimezone(tz), window.end.astimezone(tz)
-    if start.utcoffset() != end.utcoffset():
+    local = _local_span(zone, window.start, window.end)
+    if local is None:
         return None
-    a = start.hour * 60 + start.minute + start.second / 60
-    b = a + (window.end - window.start).total_seconds() / 60
-    if b > MINUTES_PER_DAY:
-        return None
-    weekday = start.weekday()
+    weekday, a, b = local
     ranges: list[tuple[float, float]] = []
     for slot in slots:
         crosses = slot.end <= slot.start
@@ -102,3 +98,21 @@ def same_day_coverage(slots: tuple[Slot, ...], zone: str, window: Interval) -> f
             covered += hi - lo
             reach = hi
     return min(1.0, covered / (b - a))
+
+
+@lru_cache(maxsize=4096)
+def _local_span(
+    zone: str, start_utc: datetime, end_utc: datetime
+) -> tuple[int, float, float] | None:
+    """The window as (local weekday, start minute, end minute) in the zone, or None when it
+    crosses local midnight or an offset change. Cached: a request's candidates mostly share a
+    zone, and the zone conversion was the costliest step of checking each one."""
+    tz = ZoneInfo(zone)
+    start, end = start_utc.astimezone(tz), end_utc.astimezone(tz)
+    if start.utcoffset() != end.utcoffset():
+        return None
+    a = start.hour * 60 + start.minute + start.second / 60
+    b = a + (end_utc - start_utc).total_seconds() / 60
+    if b > MINUTES_PER_DAY:
+        return None
+    return start.weekday(), a, b
