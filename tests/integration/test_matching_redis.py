@@ -176,3 +176,18 @@ async def test_a_rebuilds_bulk_load_writes_the_same_index_as_updates(
     finally:
         await updates.clear()
         await bulk.clear()
+
+
+async def test_clear_drops_an_old_or_unfinished_index_and_skips_a_new_prefix(
+    redis: Redis, prefix: str
+) -> None:
+    index = HelperIndex(redis, prefix)
+    assert await index.clear() == 0  # a new prefix: nothing recorded, nothing to scan for
+    await index.upsert(helper(id="h"))  # a build that stops here, unfinished
+    assert await index.clear() > 0  # the building mark makes the next clear look
+    assert await index.candidates(request()) == []
+    await index.upsert(helper(id="h"))
+    await index.mark_current()
+    assert not await redis.exists(index.building_key)
+    assert await index.clear() > 0  # a finished index, e.g. of another version
+    assert await index.candidates(request()) == []

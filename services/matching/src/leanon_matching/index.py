@@ -422,11 +422,28 @@ class HelperIndex:
         raw = await self._r.get(self.version_key)
         return raw is not None and _text(raw) == INDEX_VERSION
 
+    @property
+    def building_key(self) -> str:
+        return f"{self._p}index:building"
+
     async def mark_current(self) -> None:
-        await self._r.set(self.version_key, INDEX_VERSION)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(self.version_key, INDEX_VERSION)
+            pipe.delete(self.building_key)
+            await pipe.execute()
 
     async def clear(self) -> int:
-        """Drop every index key under this prefix (an old version's, or a partial rebuild's)."""
+        """Drop every index key under this prefix (an old version's, or a partial rebuild's),
+        and mark the index as being built until `mark_current`.
+
+        Finding the keys means scanning the whole keyspace, so when neither a version nor an
+        unfinished build was ever recorded here (a new prefix, or a Redis that lost
+        everything) there is nothing of this index to find and the scan is skipped.
+        """
+        had_index = await self._r.exists(self.version_key, self.building_key)
+        await self._r.set(self.building_key, b"1")
+        if not had_index:
+            return 0
         removed = 0
         for pattern in (
             f"{self._p}h:*",
