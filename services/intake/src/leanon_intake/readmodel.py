@@ -47,8 +47,14 @@ class HelperProfiles:
     async def delete(self, org: str, helper_id: str) -> bool:
         return bool(await self._r.delete(self._key(org, helper_id)))
 
-    async def next_version(self, org: str, helper_id: str) -> int:
-        return int(await self._r.incr(f"{self._p}profile-version:{org}:{helper_id}"))
+    async def next_version(self, org: str, helper_id: str) -> tuple[int, bool]:
+        """The next version of the helper's profile, and whether a profile is stored now;
+        one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.exists(self._key(org, helper_id))
+            pipe.incr(f"{self._p}profile-version:{org}:{helper_id}")
+            exists, version = await pipe.execute()
+        return int(version), bool(exists)
 
 
 class SeenEvents:

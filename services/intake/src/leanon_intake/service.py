@@ -79,8 +79,7 @@ class Intake:
     ) -> tuple[int, bool]:
         """Publish the profile to the compacted helpers topic; returns (version, created)."""
         await self._check_contact(profile.contact)
-        existed = await self.profiles.get(org, helper_id) is not None
-        version = await self.profiles.next_version(org, helper_id)
+        version, existed = await self.profiles.next_version(org, helper_id)
         record = HelperRecord(
             org=org,
             helper_id=helper_id,
