@@ -34,6 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import histogram, log, percentiles, write_results
+from rawpipe import run_hop
 
 from leanon_shared.cloudevents import STRUCTURED_CONTENT_TYPE
 from leanon_shared.replay import partitions_of
@@ -152,9 +153,7 @@ async def http_step(
     }
 
 
-async def http_bench(
-    rates: list[int], seconds: float, prefix: str, workers: int
-) -> dict[str, Any]:
+async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int) -> dict[str, Any]:
     intake_port, bare_port = free_port(), free_port()
     bodies = [orjson.dumps(submission(i)) for i in range(2000)]  # no id: each is a new request
     servers = {
@@ -273,37 +272,6 @@ async def timed_drain(
     return time.monotonic() - started
 
 
-async def raw_hop(bootstrap: str, source: str, sink: str, group: str, stop: asyncio.Event) -> None:
-    """The ceiling: consume, produce each record on (acks=all), commit; nothing else."""
-    consumer = AIOKafkaConsumer(
-        source,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=500,
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    )
-    await consumer.start()
-    await producer.start()
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100, max_records=500)
-            futures = [
-                await producer.send(sink, r.value, key=r.key)
-                for records in batches.values()
-                for r in records
-            ]
-            await asyncio.gather(*futures)
-            if batches:
-                await consumer.commit()
-    finally:
-        await producer.stop()
-        await consumer.stop()
-
-
 async def cloudevents_bench(count: int, prefix: str, bootstrap: str) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     records = [event_record(i, run) for i in range(count)]
@@ -320,7 +288,7 @@ async def cloudevents_bench(count: int, prefix: str, bootstrap: str) -> dict[str
     await admin.close()
     produce_s = await produce_all(bootstrap, raw_source, records)
     stop = asyncio.Event()
-    hop = asyncio.create_task(raw_hop(bootstrap, raw_source, raw_sink, raw_group, stop))
+    hop = asyncio.create_task(run_hop(bootstrap, raw_source, raw_sink, raw_group, stop))
     raw_s = await timed_drain(bootstrap, raw_source, raw_group, count, "raw aiokafka hop", 600)
     stop.set()
     await hop

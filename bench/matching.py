@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -32,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import city
 import postgis
+from common import RESULTS, log, machine
 
 from leanon_matching.convert import helper_from_json
 from leanon_matching.domain.assignment import Need, assign, gini, total_score
@@ -41,12 +40,6 @@ from leanon_matching.rebuild import replay
 from leanon_matching.reservations import Reservations
 from leanon_matching.service import Matcher, MatchingConfig
 from leanon_shared.runtime import tune_gc
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
 def to_helper(raw: dict[str, Any]) -> Helper:
@@ -269,18 +262,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results["sizes"].append(entry)
     await redis.aclose()
     return results
-
-
-def machine() -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "commit": commit,
-    }
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -11,15 +11,29 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def hop(bootstrap: str, source: str, sink: str, group: str) -> None:
+    """The hop as a process: runs until SIGTERM or SIGINT, says "ready" once it consumes."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await run_hop(bootstrap, source, sink, group, stop, on_ready=lambda: print("ready", flush=True))
+
+
+async def run_hop(
+    bootstrap: str,
+    source: str,
+    sink: str,
+    group: str,
+    stop: asyncio.Event,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Consume, produce each record on, wait for the acks, commit; until `stop` is set."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
@@ -37,7 +51,8 @@ async def hop(bootstrap: str, source: str, sink: str, group: str) -> None:
     )
     await consumer.start()
     await producer.start()
-    print("ready", flush=True)
+    if on_ready is not None:
+        on_ready()
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=50, max_records=500)

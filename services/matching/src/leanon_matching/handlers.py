@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import ConsumerRecord
@@ -20,6 +21,7 @@ from leanon_shared import events as ev
 from leanon_shared.kafka import EventBus
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 POISON = (cloudevents.InvalidEvent, ValidationError, KeyError, TypeError, ValueError)
 
 
@@ -38,37 +40,28 @@ def changes_from(
     records: Iterable[ConsumerRecord[bytes, bytes]],
 ) -> list[tuple[str, str, Helper | None]]:
     """Helpers-topic records as index changes; a tombstone (no value) removes the helper."""
-    changes: list[tuple[str, str, Helper | None]] = []
-    for record in records:
-        org, _, helper_id = (record.key or b"").decode("utf-8", "replace").partition("/")
-        if record.value is None:
-            changes.append((org, helper_id, None))
-            continue
-        try:
-            changes.append((org, helper_id, helper_from_json(orjson.loads(record.value))))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            log.error(
-                "skipping unreadable helper record at %s/%s: %s",
-                record.partition,
-                record.offset,
-                type(exc).__name__,
-            )
-            metrics.INDEX_UPDATES.labels("unreadable").inc()
-    return changes
+    return _helper_records(records, helper_from_json)
 
 
 def packed_from(
     records: Iterable[ConsumerRecord[bytes, bytes]],
 ) -> list[tuple[str, str, Packed | None]]:
     """Helpers-topic records ready for a rebuild's bulk load (see changes_from)."""
-    out: list[tuple[str, str, Packed | None]] = []
+    return _helper_records(records, packed_from_json)
+
+
+def _helper_records(
+    records: Iterable[ConsumerRecord[bytes, bytes]], convert: Callable[[Any], T]
+) -> list[tuple[str, str, T | None]]:
+    """(org, helper id, converted value or None for a tombstone); unreadable ones skipped."""
+    out: list[tuple[str, str, T | None]] = []
     for record in records:
         org, _, helper_id = (record.key or b"").decode("utf-8", "replace").partition("/")
         if record.value is None:
             out.append((org, helper_id, None))
             continue
         try:
-            out.append((org, helper_id, packed_from_json(orjson.loads(record.value))))
+            out.append((org, helper_id, convert(orjson.loads(record.value))))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, struct.error) as exc:
             log.error(
                 "skipping unreadable helper record at %s/%s: %s",

@@ -11,15 +11,16 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
 
 from leanon_matching import metrics
 from leanon_matching.handlers import packed_from
 from leanon_matching.index import HelperIndex
+from leanon_shared.replay import replay as replay_topic
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 60
@@ -67,57 +68,28 @@ async def ensure_index(
 
 async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: object = None) -> int:
     """Apply every record of the topic up to its end at the time of the call."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    await consumer.start()
+    loaded: set[tuple[str, str]] = set()
+    writing: list[asyncio.Task[None]] = []
+
+    async def apply(batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        # Plan this batch (Python) while Redis writes the previous one; writes stay in order,
+        # so a helper's second version always sees its first.
+        bulk = index.prepare_load(packed_from(batch), loaded)
+        if writing:
+            await writing.pop()
+        writing.append(asyncio.create_task(index.load(bulk)))
+        metrics.REBUILD_HELPERS.inc(len(batch))
+
+    async def progress(records: int) -> None:
+        log.warning("index rebuild: %d records replayed", records)
+        if callable(keep_lock):
+            await keep_lock()
+
     try:
-        partitions = await _partitions(bootstrap, topic)
-        if not partitions:
-            return 0
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        todo = {tp for tp in partitions if end[tp] > 0}
-        records, last_report = 0, time.monotonic()
-        loaded: set[tuple[str, str]] = set()
-        writing: asyncio.Task[None] | None = None
-        while todo:
-            batches = await consumer.getmany(*todo, timeout_ms=1000, max_records=10_000)
-            for tp, batch in batches.items():
-                batch = [r for r in batch if r.offset < end[tp]]
-                # Plan this batch (Python) while Redis writes the previous one; writes stay in
-                # order, so a helper's second version always sees its first.
-                bulk = index.prepare_load(packed_from(batch), loaded)
-                if writing is not None:
-                    await writing
-                writing = asyncio.create_task(index.load(bulk))
-                records += len(batch)
-                metrics.REBUILD_HELPERS.inc(len(batch))
-                if await consumer.position(tp) >= end[tp]:
-                    todo.discard(tp)
-            if time.monotonic() - last_report > 5:
-                last_report = time.monotonic()
-                log.warning("index rebuild: %d records replayed", records)
-                if callable(keep_lock):
-                    await keep_lock()
-        if writing is not None:
-            await writing
+        records = await replay_topic(bootstrap, topic, apply, progress)
+        if writing:
+            await writing.pop()
         return records
     finally:
-        await consumer.stop()
-
-
-async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="leanon-matching-rebuild")
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return [TopicPartition(topic, p["partition"]) for d in described for p in d["partitions"]]
+        for task in writing:
+            task.cancel()
