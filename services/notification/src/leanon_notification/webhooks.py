@@ -5,35 +5,44 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from dataclasses import dataclass
+from collections import Counter
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from leanon_notification.retries import Outcome, classify_http, permanent, retryable
 from leanon_notification.signing import HEADER, sign
 from leanon_shared.models import is_internal, resolved_address
 
 CONTENT_TYPE = "application/cloudevents+json"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    delivered: bool
-    permanent: bool
-    status: int | None
-    detail: str
-
-
 class WebhookSender:
-    def __init__(self, secret: bytes, allowed_hosts: frozenset[str], timeout_s: float) -> None:
+    """POSTs signed bodies. Each request has its own timeout, and one host may hold at most
+    `per_host` deliveries at once: past that it is told "busy" and retried later, so a dead
+    endpoint can never take every slot."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        allowed_hosts: frozenset[str],
+        timeout_s: float,
+        per_host: int = 500,
+    ) -> None:
         self._secret = secret
         self._allowed = allowed_hosts
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._per_host = per_host
+        self._pending: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=500, limit_per_host=50, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=min(self._per_host, 200), ttl_dns_cache=60
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, skip_auto_headers=("User-Agent",)
+        )
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -53,21 +62,24 @@ class WebhookSender:
 
     async def send(self, url: str, body: bytes) -> Outcome:
         assert self._session is not None, "WebhookSender.start() first"
-        host = urlsplit(url).hostname or ""
+        host = (urlsplit(url).hostname or "").lower()
         try:
             if await self._private(host):
-                return Outcome(False, True, None, "target address is private")
+                return permanent("target address is private")
         except OSError as exc:
-            return Outcome(False, False, None, f"dns: {type(exc).__name__}")
+            return retryable(f"dns: {type(exc).__name__}")
+        if self._pending[host] >= self._per_host:
+            return retryable("host busy")
+        self._pending[host] += 1
         headers = {"Content-Type": CONTENT_TYPE, HEADER: sign(body, self._secret)}
         try:
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                status = response.status
+                return classify_http(response.status, response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return Outcome(False, False, None, type(exc).__name__)
-        if 200 <= status < 300:
-            return Outcome(True, False, status, "ok")
-        retryable = status >= 500 or status in (408, 429)
-        return Outcome(False, not retryable, status, f"http {status}")
+            return retryable(type(exc).__name__ or "connection error")
+        finally:
+            self._pending[host] -= 1
+            if not self._pending[host]:
+                del self._pending[host]
