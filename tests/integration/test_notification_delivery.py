@@ -1,0 +1,186 @@
+"""Webhook delivery against a real receiver: signatures, outcome classes, retries with their
+delays, dead letters, reports, and no second delivery of one event to one recipient."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import orjson
+
+from leanon_shared import events as ev
+from leanon_shared.kafka import ERROR_DETAIL_HEADER, ERROR_HEADER
+from leanon_shared.models import Contact
+from tests.conftest import Infra, free_port, wait_for
+from tests.integration.notify_rig import ORG, receiver, rig
+
+TOLERANCE = 0.05  # clocks and topic timestamps are in milliseconds
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+async def test_a_signed_event_is_delivered_once_and_reported(infra: Infra, prefix: str) -> None:
+    async with receiver() as rec, rig(infra, prefix) as r:
+        await r.helper("h1", webhook_url=f"{rec.url}/h1", email="h1@example.org")
+        offer = await r.offer("h1", score=0.9)
+        report = await r.report(offer, "delivered")
+        assert len(rec.at("/h1")) == 1
+        hit = rec.at("/h1")[0]
+        assert hit.signed_ok and not hit.signed_by_other  # verifies with the secret only
+        assert hit.event["id"] == offer.id and hit.event["data"]["score"] == 0.9
+        assert report["attempts"] == 1 and report["channel"] == "webhook"
+        assert report["recipient"] == {"role": "helper", "id": "h1"}
+        assert 0 <= report["latency_ms"] < 10_000
+        # The same event again (a redelivery, a replay) reaches nobody twice.
+        await r.publish(ev.OFFER_CREATED, offer.data, id=offer.id, time=offer.time)
+        marker = await r.offer("h1")
+        await r.report(marker, "delivered")
+        assert [h.event["id"] for h in rec.at("/h1")] == [offer.id, marker.id]
+        # Reports never carry contact details.
+        for raw in r.raw_reports:
+            assert b"127.0.0.1" not in raw and b"example.org" not in raw
+
+
+async def test_retries_come_after_the_configured_delays_with_the_same_event(
+    infra: Infra, prefix: str
+) -> None:
+    async with receiver() as rec, rig(infra, prefix) as r:
+        rec.script["/flaky"] = [503, 500]
+        await r.helper("h1", webhook_url=f"{rec.url}/flaky")
+        offer = await r.offer("h1")
+        report = await r.report(offer, "delivered")
+        hits = rec.at("/flaky")
+        assert [h.status for h in hits] == [503, 500, 204]
+        assert {h.body for h in hits} == {hits[0].body}  # same bytes, same CloudEvents id
+        first, second = gaps([h.at for h in hits])
+        assert first >= 0.3 - TOLERANCE and second >= 0.6 - TOLERANCE
+        assert first < 5 and second < 5
+        assert report["attempts"] == 3
+        assert r.reports(offer, "failed") == []
+
+
+async def test_429_waits_for_retry_after(infra: Infra, prefix: str) -> None:
+    async with receiver() as rec, rig(infra, prefix) as r:
+        rec.script["/busy"] = [("retry-after", 429, 1)]
+        await r.helper("h1", webhook_url=f"{rec.url}/busy")
+        offer = await r.offer("h1")
+        report = await r.report(offer, "delivered")
+        hits = rec.at("/busy")
+        assert [h.status for h in hits] == [429, 204]
+        # The schedule says 0.3 s; the receiver asked for 1 s, and gets at least that.
+        assert gaps([h.at for h in hits])[0] >= 1.0 - TOLERANCE
+        assert report["attempts"] == 2
+
+
+async def test_410_is_final_at_once_and_dead_lettered(infra: Infra, prefix: str) -> None:
+    async with receiver() as rec, rig(infra, prefix) as r:
+        rec.script["/gone"] = [410]
+        await r.helper("h1", webhook_url=f"{rec.url}/gone")
+        offer = await r.offer("h1")
+        report = await r.report(offer, "failed")
+        assert report["attempts"] == 1 and report["reason"] == "http 410"
+        assert report["status"] == 410
+        dead = await wait_for(lambda: r.dead_for(offer), what="the dead letter")
+        headers = dict(dead[0].headers)
+        assert headers[ERROR_HEADER] == b"permanent" and headers[ERROR_DETAIL_HEADER] == b"http 410"
+        assert orjson.loads(dead[0].value)["id"] == offer.id
+        assert b"127.0.0.1" not in dead[0].value  # the event, not the address
+        # Nothing more is tried: a later event to the same receiver arrives, the 410 does not.
+        marker = await r.offer("h1")
+        await r.report(marker, "delivered")
+        assert len(rec.at("/gone")) == 2
+
+
+async def test_what_keeps_failing_gives_up_after_the_last_attempt(
+    infra: Infra, prefix: str
+) -> None:
+    async with receiver() as rec, rig(infra, prefix) as r:
+        rec.script["/down"] = [503] * 10
+        await r.helper("h1", webhook_url=f"{rec.url}/down")
+        offer = await r.offer("h1")
+        report = await r.report(offer, "failed")
+        assert len(rec.at("/down")) == 4  # 1 + one per configured delay
+        assert report["attempts"] == 4 and report["reason"].startswith("gave up after 4 attempts")
+        dead = await wait_for(lambda: r.dead_for(offer), what="the dead letter")
+        assert dict(dead[0].headers)[ERROR_HEADER] == b"gave-up"
+        assert r.reports(offer, "delivered") == []
+
+
+async def test_connection_refused_is_retried(infra: Infra, prefix: str) -> None:
+    async with rig(infra, prefix, retry_delays_s="0.2") as r:
+        await r.helper("h1", webhook_url=f"http://127.0.0.1:{free_port()}/nobody")
+        offer = await r.offer("h1")
+        report = await r.report(offer, "failed")
+        assert report["attempts"] == 2 and "ClientConnectorError" in report["reason"]
+
+
+async def test_a_timeout_that_had_in_fact_succeeded_is_the_same_event_again(
+    infra: Infra, prefix: str
+) -> None:
+    async with receiver() as rec, rig(infra, prefix, webhook_timeout_s=0.5) as r:
+        rec.script["/late"] = [("slow", 1.0, 204)]  # takes it, answers after our timeout
+        await r.helper("h1", webhook_url=f"{rec.url}/late")
+        offer = await r.offer("h1")
+        report = await r.report(offer, "delivered")
+        hits = rec.taken("/late")
+        assert len(hits) == 2 and hits[0].body == hits[1].body  # one event id, twice posted
+        assert {h.event["id"] for h in hits} == {offer.id}  # the receiver sees one event
+        assert report["attempts"] == 2
+
+
+async def test_a_stalled_endpoint_delays_nobody_else(infra: Infra, prefix: str) -> None:
+    async with receiver() as rec, rig(infra, prefix, webhook_timeout_s=3.0) as r:
+        rec.script["/stalled"] = [("hold",)] * 30
+        await r.helper("h-stalled", webhook_url=f"{rec.url}/stalled")
+        await r.helper("h-fine", webhook_url=f"{rec.url}/fine")
+        stalled = [await r.offer("h-stalled") for _ in range(30)]
+        await wait_for(lambda: len(rec.script["/stalled"]) == 0, what="every stalled post")
+        started = time.time()
+        fine = [await r.offer("h-fine") for _ in range(20)]
+        await wait_for(lambda: len(rec.taken("/fine")) == 20, timeout=10, what="the others")
+        latest = max(h.at for h in rec.taken("/fine"))
+        assert latest - started < 1.0, "a stalled endpoint held up other deliveries"
+        assert not any(r.reports(e) for e in stalled)  # still waiting on their timeout
+        assert {h.event["id"] for h in rec.taken("/fine")} == {e.id for e in fine}
+        rec.release()
+
+
+async def test_who_hears_what(infra: Infra, prefix: str) -> None:
+    async with receiver() as rec, rig(infra, prefix) as r:
+        await r.helper("h1", webhook_url=f"{rec.url}/helper")
+        await r.contacts.put(ORG, "requester", "r-9", Contact(webhook_url=f"{rec.url}/requester"))
+        sent = [
+            await r.publish(
+                ev.OFFER_CREATED, {"request_id": "r-9", "offer_id": "o1", "helper_id": "h1"}
+            ),
+            await r.publish(
+                ev.OFFER_WITHDRAWN,
+                {"request_id": "r-9", "offer_id": "o1", "helper_id": "h1", "reason": "filled"},
+            ),
+            await r.publish(ev.REQUEST_MATCHED, {"request_id": "r-9", "assignments": []}),
+            await r.publish(
+                ev.REQUEST_UNMATCHED, {"request_id": "r-9", "reason": "no helper with skill diving"}
+            ),
+            await r.publish(ev.REQUEST_EXPIRED, {"request_id": "r-9"}),
+        ]
+        quiet = [  # lifecycle events nobody is sent
+            await r.publish(
+                ev.OFFER_ACCEPTED_EVT, {"request_id": "r-9", "offer_id": "o1", "helper_id": "h1"}
+            ),
+            await r.publish(ev.REQUEST_ACCEPTED, {"request_id": "r-9"}),
+        ]
+        for event in sent:
+            await r.report(event, "delivered")
+        helper_types = [h.event["type"] for h in rec.taken("/helper")]
+        requester_types = [h.event["type"] for h in rec.taken("/requester")]
+        assert sorted(helper_types) == sorted([ev.OFFER_CREATED, ev.OFFER_WITHDRAWN])
+        assert sorted(requester_types) == sorted(
+            [ev.REQUEST_MATCHED, ev.REQUEST_UNMATCHED, ev.REQUEST_EXPIRED]
+        )
+        unmatched = next(
+            h for h in rec.taken("/requester") if h.event["type"] == ev.REQUEST_UNMATCHED
+        )
+        assert unmatched.event["data"]["reason"] == "no helper with skill diving"
+        assert all(r.reports(e) == [] for e in quiet)
