@@ -26,7 +26,7 @@ from leanon_shared.telemetry import health_routes
 from leanon_shared.topics import Topics
 
 log = logging.getLogger(__name__)
-GROUP = "leanon-notification"
+CLIENT_ID = "leanon-notification"
 
 
 def create_app(settings: NotificationSettings) -> Starlette:
@@ -35,8 +35,11 @@ def create_app(settings: NotificationSettings) -> Starlette:
     smtp = settings.smtp()
     topics = Topics(settings.topic_prefix)
     redis = redis_client(settings.redis_url)
-    bus = EventBus(settings, GROUP)
-    broker = make_broker(settings, GROUP)
+    # Consumer groups are named under the topic prefix, so deployments (and test runs) that
+    # share a Kafka cluster never rebalance each other.
+    group = f"{settings.topic_prefix}notification"
+    bus = EventBus(settings, CLIENT_ID)
+    broker = make_broker(settings, CLIENT_ID)
     book = ContactBook(redis, settings.topic_prefix)
     webhooks = WebhookSender(
         secret,
@@ -64,17 +67,17 @@ def create_app(settings: NotificationSettings) -> Starlette:
         policy=policy,
         dlq_topic=topics.notification_dlq,
         # A claim outlives the longest attempt, so a crashed consumer's claim lapses in time.
-        claim_ttl_s=max(settings.webhook_timeout_s, settings.smtp_timeout_s) + 1,
+        claim_ttl_s=max(settings.webhook_timeout_s, settings.smtp_timeout_s if smtp else 0) + 1,
     )
-    subscribe_batches(broker, topics.helpers, f"{GROUP}-helpers", HelperContacts(book))
-    subscribe_batches(broker, topics.requests, f"{GROUP}-requesters", RequesterContacts(book))
+    subscribe_batches(broker, topics.helpers, f"{group}.helpers", HelperContacts(book))
+    subscribe_batches(broker, topics.requests, f"{group}.requesters", RequesterContacts(book))
     retry_topics = topics_for(settings.topic_prefix, policy)
     consumers = [
         PipelinedConsumer(
             bootstrap=settings.kafka_bootstrap,
             topics=[topics.events],
-            group_id=GROUP,
-            client_id=GROUP,
+            group_id=group,
+            client_id=CLIENT_ID,
             handle=dispatcher.on_event,
             max_in_flight=settings.max_in_flight,
             commit_interval_s=settings.commit_interval_s,
@@ -82,8 +85,8 @@ def create_app(settings: NotificationSettings) -> Starlette:
         PipelinedConsumer(
             bootstrap=settings.kafka_bootstrap,
             topics=retry_topics,
-            group_id=f"{GROUP}-retry",
-            client_id=f"{GROUP}-retry",
+            group_id=f"{group}.retry",
+            client_id=CLIENT_ID,
             handle=dispatcher.on_retry,
             max_in_flight=settings.max_in_flight,
             commit_interval_s=settings.commit_interval_s,
