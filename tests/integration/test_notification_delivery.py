@@ -9,6 +9,7 @@ import time
 import orjson
 
 from leanon_shared import events as ev
+from leanon_shared.cloudevents import CloudEvent, now_iso
 from leanon_shared.kafka import ERROR_DETAIL_HEADER, ERROR_HEADER
 from leanon_shared.models import Contact
 from tests.conftest import Infra, free_port, wait_for
@@ -184,3 +185,27 @@ async def test_who_hears_what(infra: Infra, prefix: str) -> None:
         )
         assert unmatched.event["data"]["reason"] == "no helper with skill diving"
         assert all(r.reports(e) == [] for e in quiet)
+
+
+async def test_a_delivery_whose_report_was_lost_is_reported_not_repeated(
+    infra: Infra, prefix: str
+) -> None:
+    """As after a crash between the webhook and its report: only the report goes out."""
+    async with receiver() as rec, rig(infra, prefix) as r:
+        await r.helper("h1", webhook_url=f"{rec.url}/h1")
+        offer = CloudEvent(
+            type=ev.OFFER_CREATED,
+            source=ev.SOURCE_MATCHING,
+            subject="r-1",
+            time=now_iso(),
+            data={"request_id": "r-1", "offer_id": "o-1", "helper_id": "h1"},
+            extensions={ev.ORG_EXTENSION: ORG},
+        )
+        sent = f"{prefix}sent:{ORG}:{offer.source}:{offer.id}:helper:h1:webhook"
+        stored = {"delivered": True, "channel": "webhook", "attempts": 2, "latency_ms": 12.5}
+        await r.redis.set(sent, orjson.dumps(stored))
+        await r.publish(ev.OFFER_CREATED, offer.data, id=offer.id, time=offer.time)
+        report = await r.report(offer, "delivered")
+        assert report["attempts"] == 2 and report["latency_ms"] == 12.5
+        assert rec.hits == []
+        assert await r.redis.get(sent) == b"done"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
+from leanon_notification.coalesce import CoalescingPublisher
 from leanon_notification.consumer import PipelinedConsumer
 from leanon_notification.contacts import ContactBook
 from leanon_notification.dispatcher import Dispatcher, retry_due, topics_for
@@ -48,8 +49,10 @@ def create_app(settings: NotificationSettings) -> Starlette:
         settings.max_in_flight_per_host,
     )
 
+    publish = CoalescingPublisher(bus, topics.events)
+
     async def publish_report(event: CloudEvent) -> None:
-        await bus.publish(topics.events, event, event.subject)
+        await publish(event, event.subject)
 
     dispatcher = Dispatcher(
         redis=redis,

@@ -37,7 +37,7 @@ class ContactBook:
         self._r = redis
         self._p = prefix
 
-    def _key(self, org: str, role: Role, ident: str) -> str:
+    def key(self, org: str, role: Role, ident: str) -> str:
         return f"{self._p}contact:{org}:{role}:{ident}"
 
     async def put(
@@ -45,17 +45,21 @@ class ContactBook:
     ) -> None:
         ttl = REQUESTER_TTL_S if role == "requester" else None
         value = orjson.dumps({"contact": contact.model_dump(exclude_none=True), "tz": timezone})
-        await self._r.set(self._key(org, role, ident), value, ex=ttl)
+        await self._r.set(self.key(org, role, ident), value, ex=ttl)
 
     async def erase(self, org: str, role: Role, ident: str) -> None:
         """Forget the details, remembering only that there is nobody to tell."""
-        await self._r.set(self._key(org, role, ident), NO_CONTACT, ex=REQUESTER_TTL_S)
+        await self._r.set(self.key(org, role, ident), NO_CONTACT, ex=REQUESTER_TTL_S)
 
     async def get(self, org: str, role: Role, ident: str) -> Reach | Unknown | None:
-        raw = await self._r.get(self._key(org, role, ident))
+        return self.parse(await self._r.get(self.key(org, role, ident)))
+
+    @staticmethod
+    def parse(raw: bytes | str | None) -> Reach | Unknown | None:
+        """What `get` returns, from the stored bytes (for reads batched elsewhere)."""
         if raw is None:
             return UNKNOWN
-        if raw == NO_CONTACT:
+        if raw in (NO_CONTACT, NO_CONTACT.decode()):
             return None
         stored = orjson.loads(raw)
         if "contact" not in stored:  # written before time zones were kept

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from leanon_notification import messages, metrics
+from leanon_notification.coalesce import CoalescingRedis
 from leanon_notification.contacts import ContactBook, Reach, Unknown
 from leanon_notification.holdback import Holdback
 from leanon_notification.limits import OfferLimits
@@ -42,6 +46,7 @@ from leanon_shared.kafka import ERROR_DETAIL_HEADER, ERROR_HEADER, EventBus
 log = logging.getLogger(__name__)
 HELPER_TYPES = frozenset({ev.OFFER_CREATED, ev.OFFER_WITHDRAWN})
 REQUESTER_TYPES = frozenset({ev.REQUEST_MATCHED, ev.REQUEST_UNMATCHED, ev.REQUEST_EXPIRED})
+WANTED = HELPER_TYPES | REQUESTER_TYPES
 SENT_TTL_S = 7 * 24 * 3600
 CONTACT_WAIT_S = 5.0
 ALL_CHANNELS = ""
@@ -53,12 +58,16 @@ CHANNEL_HEADER = "x-leanon-channel"
 FIRST_HEADER = "x-leanon-first-ms"
 ATTEMPTS_HEADER = "x-leanon-attempts"
 
-# KEYS[1] = sent key, KEYS[2] = claim key; ARGV[1] = claim TTL (ms).
+# KEYS[1] = sent key, KEYS[2] = claim key; ARGV[1] = claim TTL (ms). Returns the sent key's
+# value when there is one ('done', or the report of a delivery not yet reported), else 'ok'
+# (claimed) or 'busy' (another consumer is attempting it).
 _CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'sent' end
+local sent = redis.call('GET', KEYS[1])
+if sent then return sent end
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 'ok' end
 return 'busy'
 """
+DONE = b"done"
 
 
 def recipient_of(event: CloudEvent) -> Recipient | None:
@@ -82,6 +91,20 @@ class Attempt:
     number: int
     first_ms: int
     channel: str = ALL_CHANNELS
+
+
+def _type_of(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    """The CloudEvents type, read cheaply (binary-mode header or the top-level JSON field)
+    before the full decode; None when the record is not readable as an event at all."""
+    for name, value in record.headers:
+        if name.lower() == "ce_type":
+            return str(value.decode("utf-8", "replace"))
+    try:
+        body = orjson.loads(record.value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    kind = body.get("type") if isinstance(body, dict) else None
+    return str(kind) if isinstance(kind, str) else None
 
 
 def retry_topic(prefix: str, delay_s: float) -> str:
@@ -128,10 +151,13 @@ class Dispatcher:
         self.dlq_topic = dlq_topic
         self._claim_ms = int(claim_ttl_s * 1000)
         self._claim = redis.register_script(_CLAIM)
+        self._batch = CoalescingRedis(redis)
 
     # -- entry points ----------------------------------------------------------------------
     async def on_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """A record from {prefix}events: the first attempt for whoever must hear of it."""
+        if _type_of(record) not in WANTED:
+            return  # most events (our own reports among them) concern nobody here
         try:
             event = cloudevents.decode(record.value, record.headers)
         except cloudevents.InvalidEvent as exc:
@@ -180,12 +206,11 @@ class Dispatcher:
         channels = self._channels(reach)
         if attempt.channel:
             channels = [c for c in channels if c == attempt.channel]
-        await asyncio.gather(
-            *(
-                self._deliver(Attempt(event, to, attempt.number, attempt.first_ms, c), reach)
-                for c in channels
-            )
-        )
+        each = [dataclasses.replace(attempt, channel=c) for c in channels]
+        if len(each) == 1:
+            await self._deliver(each[0], reach)
+        else:
+            await asyncio.gather(*(self._deliver(a, reach) for a in each))
 
     async def _may_offer(self, attempt: Attempt, reach: Reach) -> bool:
         """Per-helper limits: an offer held back is declined for the helper, and so re-offered."""
@@ -217,12 +242,19 @@ class Dispatcher:
     async def _deliver(self, attempt: Attempt, reach: Reach) -> None:
         sent_key = self._sent_key(attempt)
         claim_key = sent_key + ":claim"
-        claim = await self._claim(keys=[sent_key, claim_key], args=[self._claim_ms])
-        if claim == b"sent":
-            metrics.DUPLICATES_SKIPPED.inc()
-            return
-        if claim == b"busy":  # another consumer is posting it right now: look again later
+
+        def claim(pipe: Pipeline) -> None:
+            pipe.scripts.add(self._claim)  # type: ignore[arg-type]  # typed as sync Script
+            pipe.evalsha(self._claim.sha, 2, sent_key, claim_key, self._claim_ms)
+
+        claimed = await self._batch(claim)
+        if claimed == b"busy":  # another consumer is posting it right now: look again later
             await self._retry(attempt, self.policy.topic_delays[0], "in flight elsewhere")
+            return
+        if claimed != b"ok":  # delivered before (a redelivery, a restart): never again
+            metrics.DUPLICATES_SKIPPED.inc()
+            if claimed != DONE:  # ... but its report may not have gone out yet
+                await self._reported(attempt, sent_key, Report(**orjson.loads(claimed)))
             return
         try:
             outcome = await self._send(attempt, reach)
@@ -231,17 +263,21 @@ class Dispatcher:
             raise
         metrics.DELIVERIES.labels(attempt.channel, _label(outcome)).inc()
         if outcome.delivered:
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.set(sent_key, b"1", ex=SENT_TTL_S)
-                pipe.delete(claim_key)
-                await pipe.execute()
             latency = _latency_ms(attempt.event, attempt.first_ms)
             metrics.DELIVERY_SECONDS.labels(attempt.channel).observe(latency / 1000)
             report = Report(True, attempt.channel, attempt.number, latency, status=outcome.status)
-            await self.report(attempt.event, attempt.to, report)
+            # Remember the delivery with its report first, so that a crash before the report
+            # is published sends the report, never the webhook, again. The claim just lapses.
+            value = orjson.dumps(dataclasses.asdict(report))
+            await self._batch(lambda pipe: pipe.set(sent_key, value, ex=SENT_TTL_S))
+            await self._reported(attempt, sent_key, report)
             return
-        await self._r.delete(claim_key)
+        await self._batch(lambda pipe: pipe.delete(claim_key))
         await self._after_failure(attempt, outcome)
+
+    async def _reported(self, attempt: Attempt, sent_key: str, report: Report) -> None:
+        await self.report(attempt.event, attempt.to, report)
+        await self._batch(lambda pipe: pipe.set(sent_key, DONE, ex=SENT_TTL_S))
 
     async def _send(self, attempt: Attempt, reach: Reach) -> Outcome:
         event = attempt.event
@@ -297,8 +333,9 @@ class Dispatcher:
         """The contacts consumer may be a moment behind the events: wait for it, bounded
         (this task only; every other delivery goes on)."""
         deadline = time.monotonic() + CONTACT_WAIT_S
+        key = self.contacts.key(to.org, to.role, to.id)
         while True:
-            reach = await self.contacts.get(to.org, to.role, to.id)
+            reach = self.contacts.parse(await self._batch(lambda pipe: pipe.get(key)))
             if not isinstance(reach, Unknown) or time.monotonic() > deadline:
                 return reach
             await asyncio.sleep(0.05)
