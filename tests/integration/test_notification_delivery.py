@@ -3,13 +3,15 @@ delays, dead letters, reports, and no second delivery of one event to one recipi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 
 import orjson
 
+from leanon_notification.dispatcher import ATTEMPT_HEADER, DUE_HEADER, retry_topic
 from leanon_shared import events as ev
-from leanon_shared.cloudevents import CloudEvent, now_iso
+from leanon_shared.cloudevents import CloudEvent, encode, now_iso
 from leanon_shared.kafka import ERROR_DETAIL_HEADER, ERROR_HEADER
 from leanon_shared.models import Contact
 from tests.conftest import Infra, free_port, wait_for
@@ -209,3 +211,30 @@ async def test_a_delivery_whose_report_was_lost_is_reported_not_repeated(
         assert report["attempts"] == 2 and report["latency_ms"] == 12.5
         assert rec.hits == []
         assert await r.redis.get(sent) == b"done"
+
+
+async def test_a_record_that_always_fails_is_set_aside_not_looped_on(
+    infra: Infra, prefix: str
+) -> None:
+    async with receiver() as rec, rig(infra, prefix) as r:
+        await r.helper("h1", webhook_url=f"{rec.url}/h1")
+        poison = CloudEvent(
+            type=ev.OFFER_CREATED,
+            source=ev.SOURCE_MATCHING,
+            data={"request_id": "r-1", "offer_id": "o-1", "helper_id": "h1"},
+            extensions={ev.ORG_EXTENSION: ORG},
+        )
+        value, headers = encode(poison)
+        broken = [*headers, (ATTEMPT_HEADER, b"second"), (DUE_HEADER, b"0")]
+        await r.bus.send_raw(retry_topic(prefix, 0.3), value, b"h1", broken)
+        dead = await wait_for(lambda: r.dead_for(poison), what="the poison record set aside")
+        headers_out = dict(dead[0].headers)
+        assert headers_out[ERROR_HEADER] == b"unprocessable"
+        assert headers_out[ERROR_DETAIL_HEADER] == b"ValueError"
+        assert rec.hits == []
+        # The retry consumer goes on with the next record of that partition.
+        value, headers = encode(poison := dataclasses.replace(poison, id="next"))
+        good = [*headers, (ATTEMPT_HEADER, b"2"), (DUE_HEADER, b"0")]
+        await r.bus.send_raw(retry_topic(prefix, 0.3), value, b"h1", good)
+        report = await r.report(poison, "delivered")
+        assert report["attempts"] == 2

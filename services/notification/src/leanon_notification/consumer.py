@@ -24,11 +24,17 @@ from typing import TypeAlias
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handle = Callable[[Record], Awaitable[None]]
 Due = Callable[[Record], float]  # epoch seconds when the record may be handled
+Poison = Callable[[Record, Exception], Awaitable[None]]
+# Failures of what a handler stands on (Redis, Kafka, the network): the record waits and tries
+# again for as long as it takes. Anything else is a record that cannot be handled.
+TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError, KafkaError, RedisError)
+POISON_AFTER = 3
 
 
 class PipelinedConsumer:
@@ -43,6 +49,7 @@ class PipelinedConsumer:
         max_in_flight: int,
         commit_interval_s: float = 0.5,
         due: Due | None = None,
+        poison: Poison | None = None,
         graceful_s: float = 15.0,
     ) -> None:
         self._bootstrap = bootstrap
@@ -53,6 +60,7 @@ class PipelinedConsumer:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._commit_every = commit_interval_s
         self._due = due
+        self._poison = poison
         self._graceful = graceful_s
         self._inflight: dict[TopicPartition, dict[int, None]] = {}
         self._next: dict[TopicPartition, int] = {}
@@ -144,6 +152,7 @@ class PipelinedConsumer:
     async def _one(self, tp: TopicPartition, record: Record) -> None:
         handled = False
         backoff = 0.1
+        failures = 0
         try:
             while not handled:
                 try:
@@ -152,16 +161,22 @@ class PipelinedConsumer:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    # An infrastructure failure (Redis, Kafka): this record alone waits and
-                    # tries again; its offset stays uncommitted until it succeeds.
+                    failures += 1
                     log.warning(
                         "record %s/%s failed (%s); retrying",
                         tp.partition,
                         record.offset,
                         type(exc).__name__,
                     )
+                    if not isinstance(exc, TRANSIENT) and failures >= POISON_AFTER:
+                        # It fails the same way each time: set it aside, never block on it.
+                        if self._poison is not None:
+                            await self._poison(record, exc)
+                        handled = True
+                        continue
                     if self._stopping:
                         return
+                    # This record alone waits; its offset stays uncommitted until it is done.
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
         finally:

@@ -188,6 +188,15 @@ class Dispatcher:
         )
         await self.notify(attempt)
 
+    async def on_poison(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """A record that fails the same way every time: to the DLQ as it came. Only the error's
+        type is kept: a message (a validation error, say) may quote a contact detail."""
+        kind = type(exc).__name__
+        log.error(
+            "dead-lettering %s/%s/%s: %s", record.topic, record.partition, record.offset, kind
+        )
+        await self.bus.dead_letter(self.dlq_topic, record, "unprocessable", kind)
+
     # -- steps -----------------------------------------------------------------------------
     async def notify(self, attempt: Attempt) -> None:
         event, to = attempt.event, attempt.to
