@@ -123,6 +123,10 @@ def create_app(settings: NotificationSettings) -> Starlette:
             log.info("notification stopped")
 
     async def ready() -> dict[str, bool]:
-        return {"redis": await redis_ready(redis), "kafka": await broker.ping(timeout=2)}
+        return {
+            "redis": await redis_ready(redis),
+            "kafka": await broker.ping(timeout=2),
+            "consumers": all(c.running for c in consumers),
+        }
 
     return Starlette(routes=health_routes(ready), lifespan=lifespan)

@@ -105,24 +105,28 @@ class PipelinedConsumer:
         assert self._consumer is not None, "start() first"
         return self._consumer
 
+    @property
+    def running(self) -> bool:
+        """Still consuming (for readiness): the fetch loop has not stopped."""
+        return self._loop_task is not None and not self._loop_task.done()
+
     async def _run(self) -> None:
         last_commit = time.monotonic()
         while not self._stopping:
             try:
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
-            except KafkaError as exc:
-                log.warning("fetch failed (%s); trying again", type(exc).__name__)
+                for tp, records in batches.items():
+                    for record in records:
+                        if self._due is not None and self._hold_until_due(tp, record):
+                            break
+                        await self._slots.acquire()
+                        self._dispatch(tp, record)
+                if time.monotonic() - last_commit >= self._commit_every:
+                    await self._commit()
+                    last_commit = time.monotonic()
+            except Exception as exc:  # never let the loop die quietly: the next fetch may work
+                log.warning("consumer loop: %s; going on", type(exc).__name__)
                 await asyncio.sleep(0.5)
-                continue
-            for tp, records in batches.items():
-                for record in records:
-                    if self._due is not None and self._hold_until_due(tp, record):
-                        break
-                    await self._slots.acquire()
-                    self._dispatch(tp, record)
-            if time.monotonic() - last_commit >= self._commit_every:
-                await self._commit()
-                last_commit = time.monotonic()
 
     def _hold_until_due(self, tp: TopicPartition, record: Record) -> bool:
         assert self._due is not None

@@ -4,7 +4,8 @@ One event becomes a delivery per channel of its recipient. Each delivery:
   1. is skipped if its "sent" key exists (delivered before a crash or a redelivery), and is
      claimed for the length of one attempt so two consumers never post it at once;
   2. is attempted once, with its own timeout;
-  3. delivered: the sent key is written, then notification.delivered is published;
+  3. delivered: the sent key is written (holding the report until Kafka has it), then
+     notification.delivered is published;
      permanent failure: notification.failed and the DLQ, at once;
      retryable: the event goes to the retry topic of the next delay (same CloudEvents id, so
      the receiver sees one event however often it is posted), or after the last attempt to
@@ -112,10 +113,11 @@ def retry_topic(prefix: str, delay_s: float) -> str:
 
 
 def retry_due(record: ConsumerRecord[bytes, bytes]) -> float:
-    """When a retry record may be handled (epoch seconds): its header, else its topic's delay."""
+    """When a retry record may be handled (epoch seconds): its header, else now."""
     for name, value in record.headers:
         if name == DUE_HEADER:
-            return int(value) / 1000
+            with contextlib.suppress(ValueError):
+                return int(value) / 1000
     return 0.0
 
 
