@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus
@@ -23,8 +24,13 @@ Command = Callable[[Pipeline], object]
 
 
 class CoalescingRedis:
-    def __init__(self, redis: Redis, max_batch: int = 2000) -> None:
+    """Commands may call scripts by `evalsha` without registering them on the pipeline (which
+    would ask SCRIPT EXISTS on every pipeline): when Redis has lost them (a restart), the
+    affected commands fail once, the scripts are loaded again, and their callers retry."""
+
+    def __init__(self, redis: Redis, scripts: tuple[str, ...] = (), max_batch: int = 2000) -> None:
         self._r = redis
+        self._scripts = scripts
         self._max = max_batch
         self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
         self._scheduled = False
@@ -59,6 +65,9 @@ class CoalescingRedis:
                 if not future.done():
                     future.set_exception(exc)
             return
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            for script in self._scripts:
+                await self._r.script_load(script)
         for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue

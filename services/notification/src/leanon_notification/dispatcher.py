@@ -153,7 +153,7 @@ class Dispatcher:
         self.dlq_topic = dlq_topic
         self._claim_ms = int(claim_ttl_s * 1000)
         self._claim = redis.register_script(_CLAIM)
-        self._batch = CoalescingRedis(redis)
+        self._batch = CoalescingRedis(redis, scripts=(_CLAIM,))
 
     # -- entry points ----------------------------------------------------------------------
     async def on_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -255,7 +255,6 @@ class Dispatcher:
         claim_key = sent_key + ":claim"
 
         def claim(pipe: Pipeline) -> None:
-            pipe.scripts.add(self._claim)  # type: ignore[arg-type]  # typed as sync Script
             pipe.evalsha(self._claim.sha, 2, sent_key, claim_key, self._claim_ms)
 
         claimed = await self._batch(claim)
