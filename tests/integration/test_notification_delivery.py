@@ -238,3 +238,21 @@ async def test_a_record_that_always_fails_is_set_aside_not_looped_on(
         await r.bus.send_raw(retry_topic(prefix, 0.3), value, b"h1", good)
         report = await r.report(poison, "delivered")
         assert report["attempts"] == 2
+
+
+async def test_a_private_target_is_refused_at_delivery_time(infra: Infra, prefix: str) -> None:
+    async with receiver() as rec, rig(infra, prefix) as r:
+        port = rec.url.rsplit(":", 1)[1]
+        targets = {  # only 127.0.0.1 is allowed; these reach the same receiver by other names
+            "h-name": f"http://localhost:{port}/by-name",
+            "h-number": f"http://2130706433:{port}/by-number",
+        }
+        for helper_id, url in targets.items():
+            await r.helper(helper_id, webhook_url=url)
+        offers = [await r.offer(helper_id) for helper_id in targets]
+        reports = [await r.report(o, "failed") for o in offers]
+        assert [(x["reason"], x["attempts"]) for x in reports] == [
+            ("target address is private", 1),
+            ("invalid url", 1),
+        ]
+        assert rec.hits == []
