@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -256,3 +257,24 @@ async def test_a_private_target_is_refused_at_delivery_time(infra: Infra, prefix
             ("invalid url", 1),
         ]
         assert rec.hits == []
+
+
+async def test_a_held_back_offer_is_never_withdrawn_to_its_helper(
+    infra: Infra, prefix: str
+) -> None:
+    now = datetime.now(UTC)
+    quiet = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=1):%H:%M}"
+    async with receiver() as rec, rig(infra, prefix, quiet_hours=quiet) as r:
+        await r.helper("h1", "UTC", webhook_url=f"{rec.url}/h1")
+        offer = await r.offer("h1", request_id="r-q")
+        held = await r.report(offer, "failed")
+        assert held["held"] is True and held["reason"].startswith("held back: quiet hours")
+        withdrawn = await r.publish(
+            ev.OFFER_WITHDRAWN, offer.data | {"reason": "request cancelled"}
+        )
+        await r.helper("h2", "UTC", webhook_url=f"{rec.url}/h2")
+        marker = await r.publish(
+            ev.OFFER_WITHDRAWN, {"request_id": "r-q", "offer_id": "o-other", "helper_id": "h2"}
+        )
+        await r.report(marker, "delivered")  # withdrawals are not subject to quiet hours
+        assert r.reports(withdrawn) == [] and rec.at("/h1") == []

@@ -83,6 +83,7 @@ def create_app(settings: NotificationSettings) -> Starlette:
             client_id=CLIENT_ID,
             handle=dispatcher.on_event,
             poison=dispatcher.on_poison,
+            wanted=dispatcher.concerns_anyone,
             max_in_flight=settings.max_in_flight,
             commit_interval_s=settings.commit_interval_s,
         ),

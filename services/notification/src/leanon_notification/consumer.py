@@ -31,6 +31,7 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handle = Callable[[Record], Awaitable[None]]
 Due = Callable[[Record], float]  # epoch seconds when the record may be handled
 Poison = Callable[[Record, Exception], Awaitable[None]]
+Wanted = Callable[[Record], bool]  # cheap and synchronous: False skips the record outright
 # Failures of what a handler stands on (Redis, Kafka, the network): the record waits and tries
 # again for as long as it takes. Anything else is a record that cannot be handled.
 TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError, KafkaError, RedisError)
@@ -50,6 +51,7 @@ class PipelinedConsumer:
         commit_interval_s: float = 0.5,
         due: Due | None = None,
         poison: Poison | None = None,
+        wanted: Wanted | None = None,
         graceful_s: float = 15.0,
     ) -> None:
         self._bootstrap = bootstrap
@@ -61,6 +63,7 @@ class PipelinedConsumer:
         self._commit_every = commit_interval_s
         self._due = due
         self._poison = poison
+        self._wanted = wanted
         self._graceful = graceful_s
         self._inflight: dict[TopicPartition, dict[int, None]] = {}
         self._next: dict[TopicPartition, int] = {}
@@ -119,6 +122,9 @@ class PipelinedConsumer:
                     for record in records:
                         if self._due is not None and self._hold_until_due(tp, record):
                             break
+                        if self._wanted is not None and not self._wanted(record):
+                            self._next[tp] = record.offset + 1  # nothing to do: done
+                            continue
                         await self._slots.acquire()
                         self._dispatch(tp, record)
                 if time.monotonic() - last_commit >= self._commit_every:

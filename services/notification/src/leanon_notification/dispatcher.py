@@ -156,10 +156,13 @@ class Dispatcher:
         self._batch = CoalescingRedis(redis, scripts=(_CLAIM,))
 
     # -- entry points ----------------------------------------------------------------------
+    @staticmethod
+    def concerns_anyone(record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Most events (our own reports among them) concern nobody here: skip them cheaply."""
+        return _type_of(record) in WANTED
+
     async def on_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """A record from {prefix}events: the first attempt for whoever must hear of it."""
-        if _type_of(record) not in WANTED:
-            return  # most events (our own reports among them) concern nobody here
         try:
             event = cloudevents.decode(record.value, record.headers)
         except cloudevents.InvalidEvent as exc:
