@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import orjson
 import uvloop
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from hdrh.histogram import HdrHistogram
 from redis.asyncio import Redis
@@ -265,6 +266,32 @@ async def service_latency(
     return summary(stats, rate=rate, seconds=seconds)
 
 
+async def caught_up(bootstrap: str, group: str, topic: str) -> None:
+    """Wait until the service has committed everything on `topic` (its own reports included),
+    so one phase's leftovers never queue ahead of the next phase's events."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await probe.start()
+    await admin.start()
+    try:
+        await probe.topics()  # loads the metadata partitions_for_topic reads
+        partitions = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic) or []]
+
+        async def lag() -> int:
+            ends = await probe.end_offsets(partitions)
+            done = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            committed = {tp: done[tp].offset if tp in done else 0 for tp in partitions}
+            return sum(ends[tp] - max(committed[tp], 0) for tp in partitions)
+
+        async def none_left() -> bool:
+            return await lag() <= 0
+
+        await until(none_left, 300, f"{group} to catch up on {topic}")
+    finally:
+        await admin.close()
+        await probe.stop()
+
+
 def start_service(prefix: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
@@ -298,6 +325,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = LeanOnSettings()
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     topics = Topics(prefix)
+    group = f"{prefix}notification"  # the service's consumer group for {prefix}events
     sink = Sink()
     await sink.start()
     redis = Redis.from_url(settings.redis_url, protocol=2)
@@ -330,11 +358,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bus, topics.events, sink, args.backlog
             )
             log(f"  service: {results['service_throughput']['per_s']:,}/s")
+            await caught_up(settings.kafka_bootstrap, group, topics.events)
             log(f"service: {args.rate:,}/s for {args.seconds} s")
             results["service_latency"] = await service_latency(
                 bus, topics.events, sink, args.rate, args.seconds, "service-latency"
             )
             log(f"  service p99 {results['service_latency']['p99_ms']} ms")
+            await caught_up(settings.kafka_bootstrap, group, topics.events)
             # And at half of what this machine sustained just now: latency without a backlog.
             sustained = max(50, int(results["service_throughput"]["per_s"] / 2))
             log(f"service: {sustained:,}/s (half its measured throughput) for {args.seconds} s")
