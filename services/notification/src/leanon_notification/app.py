@@ -59,7 +59,13 @@ def create_app(settings: NotificationSettings) -> Starlette:
         prefix=settings.topic_prefix,
         contacts=book,
         webhooks=webhooks,
-        email=EmailSender(smtp, settings.smtp_timeout_s, settings.smtp_ca_file) if smtp else None,
+        email=(
+            EmailSender(
+                smtp, settings.smtp_timeout_s, settings.smtp_ca_file, settings.smtp_connections
+            )
+            if smtp
+            else None
+        ),
         email_from=settings.smtp_from,
         limits=OfferLimits(
             redis, settings.topic_prefix, settings.offers_per_hour, settings.quiet()

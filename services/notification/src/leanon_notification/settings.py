@@ -42,6 +42,7 @@ class NotificationSettings(LeanOnSettings):
     smtp_from: str = "LeanOn <notifications@leanon.invalid>"
     smtp_ca_file: str | None = None  # trust this CA for the SMTP server's certificate
     smtp_timeout_s: float = Field(default=10.0, gt=0)
+    smtp_connections: int = Field(default=20, ge=1)
     # Per-helper limits on offers (0 / empty: off). Quiet hours are in the helper's time zone.
     offers_per_hour: int = Field(default=0, ge=0)
     quiet_hours: str = ""

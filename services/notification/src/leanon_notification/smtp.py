@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from email.message import EmailMessage
 
@@ -12,12 +13,25 @@ from leanon_notification.settings import SmtpServer
 
 
 class EmailSender:
-    def __init__(self, server: SmtpServer, timeout_s: float, ca_file: str | None = None) -> None:
+    """One connection per message, at most `connections` at once (mail servers refuse floods)."""
+
+    def __init__(
+        self,
+        server: SmtpServer,
+        timeout_s: float,
+        ca_file: str | None = None,
+        connections: int = 20,
+    ) -> None:
         self._server = server
         self._timeout = timeout_s
         self._tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self._slots = asyncio.Semaphore(connections)
 
     async def send(self, message: EmailMessage) -> Outcome:
+        async with self._slots:
+            return await self._send(message)
+
+    async def _send(self, message: EmailMessage) -> Outcome:
         s = self._server
         try:
             await aiosmtplib.send(
