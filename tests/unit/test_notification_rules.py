@@ -1,12 +1,15 @@
 """Notification's pure rules: outcome classes, the retry schedule, quiet hours, email text."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from pydantic import SecretStr
 
 from leanon_notification.limits import QuietHours
 from leanon_notification.messages import render
+from leanon_notification.reporter import Report
 from leanon_notification.retries import (
     Retry,
     RetryPolicy,
@@ -151,3 +154,9 @@ def test_email_carries_the_facts_and_a_stable_message_id() -> None:
     assert (
         "no helper with skill diving" in render(unmatched, "a@b.c", "r@example.org").get_content()
     )
+
+
+def test_a_report_kept_in_redis_comes_back_whole() -> None:
+    report = Report(True, "webhook", 3, 12.5, "", 204, False)
+    assert Report(**orjson.loads(orjson.dumps(report.as_dict()))) == report
+    assert set(report.as_dict()) == {f.name for f in dataclasses.fields(Report)}

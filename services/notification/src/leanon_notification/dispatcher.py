@@ -281,7 +281,7 @@ class Dispatcher:
             report = Report(True, attempt.channel, attempt.number, latency, status=outcome.status)
             # Remember the delivery with its report first, so that a crash before the report
             # is published sends the report, never the webhook, again. The claim just lapses.
-            value = orjson.dumps(dataclasses.asdict(report))
+            value = orjson.dumps(report.as_dict())
             await self._batch(lambda pipe: pipe.set(sent_key, value, ex=SENT_TTL_S))
             await self._reported(attempt, sent_key, report)
             return

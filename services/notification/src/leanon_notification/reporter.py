@@ -34,6 +34,18 @@ class Report:
     status: int | None = None
     held: bool = False
 
+    def as_dict(self) -> dict[str, Any]:
+        """For keeping in Redis until published (dataclasses.asdict is slow on a hot path)."""
+        return {
+            "delivered": self.delivered,
+            "channel": self.channel,
+            "attempts": self.attempts,
+            "latency_ms": self.latency_ms,
+            "reason": self.reason,
+            "status": self.status,
+            "held": self.held,
+        }
+
 
 class Reporter:
     def __init__(self, publish: PublishFn) -> None:
