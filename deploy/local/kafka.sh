@@ -12,13 +12,15 @@ KAFKA_HOST="$HOST"; KAFKA_PORT="$PORT"
 CONTROLLER_PORT="${LEANON_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
 POM="$ROOT/deploy/local/kafka-pom.xml"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM")"
-LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
+# One folder per pom digest: checkouts with different poms (branches, worktrees) never delete
+# the jars a running broker was started from.
+POM_DIGEST="$(sha256sum "$POM" | cut -c1-12)"
+LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION-$POM_DIGEST/libs"
 DATA="$RUN_DIR/kafka-$KAFKA_PORT"
 PIDFILE="$RUN_DIR/kafka-$KAFKA_PORT.pid"
 LOGFILE="$RUN_DIR/kafka-$KAFKA_PORT.log"
 
-# The marker names the pom's digest, so a changed pom fetches again.
-COMPLETE="$LIBS/.complete-$(sha256sum "$POM" | cut -c1-12)"
+COMPLETE="$LIBS/.complete"
 
 fetch() {
   if [[ -f "$COMPLETE" ]]; then return 0; fi

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -106,9 +106,15 @@ def _bytes(key: str | bytes | None) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
 
 
-async def ensure_topics(settings: LeanOnSettings, topics: Topics | None = None) -> None:
-    """Create LeanOn's topics if missing (idempotent; safe from every instance)."""
+async def ensure_topics(
+    settings: LeanOnSettings,
+    topics: Topics | None = None,
+    extra: Mapping[str, tuple[int, dict[str, str]]] | None = None,
+) -> None:
+    """Create LeanOn's topics, and a service's own `extra` ones, if missing (idempotent; safe
+    from every instance)."""
     topics = topics or Topics(settings.topic_prefix)
+    layout = {**topics.layout(settings.topic_partitions), **(extra or {})}
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, client_id="leanon-admin"
     )
@@ -117,7 +123,7 @@ async def ensure_topics(settings: LeanOnSettings, topics: Topics | None = None) 
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name, partitions, 1, topic_configs=configs)
-            for name, (partitions, configs) in topics.layout(settings.topic_partitions).items()
+            for name, (partitions, configs) in layout.items()
             if name not in existing
         ]
         if wanted:

@@ -122,6 +122,9 @@ class Matcher:
         work = Open(state, raw, self._request(org, raw))
         if command.type in ev.OFFER_ANSWERS:
             work.changes = state.answer(command.data["offer_id"], ev.OFFER_ANSWERS[command.type])
+            if reason := command.data.get("reason"):  # e.g. notification held the offer back
+                for change in work.changes:
+                    change.data.setdefault("reason", str(reason)[:300])
         elif command.type == ev.OFFER_TIMEOUT:
             work.changes = await self._time_out(state, command.data["offer_id"])
         elif command.type == ev.REQUEST_CANCELLED:

@@ -8,63 +8,121 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
+from leanon_notification.coalesce import CoalescingPublisher
+from leanon_notification.consumer import PipelinedConsumer
 from leanon_notification.contacts import ContactBook
-from leanon_notification.dispatcher import Dispatcher, Reporter
-from leanon_notification.handlers import EventDeliveries, HelperContacts, RequesterContacts
+from leanon_notification.dispatcher import Dispatcher, retry_due, topics_for
+from leanon_notification.handlers import HelperContacts, RequesterContacts
+from leanon_notification.holdback import Holdback
+from leanon_notification.limits import OfferLimits
+from leanon_notification.reporter import Reporter
 from leanon_notification.settings import NotificationSettings
+from leanon_notification.smtp import EmailSender
 from leanon_notification.webhooks import WebhookSender
 from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
+from leanon_shared.offers import OfferRecords
 from leanon_shared.runtime import redis_client, redis_ready
 from leanon_shared.telemetry import health_routes
 from leanon_shared.topics import Topics
 
 log = logging.getLogger(__name__)
+CLIENT_ID = "leanon-notification"
 
 
 def create_app(settings: NotificationSettings) -> Starlette:
     secret = settings.signing_secret()  # stops start-up when missing or a placeholder
+    policy = settings.retry_policy()
+    smtp = settings.smtp()
     topics = Topics(settings.topic_prefix)
     redis = redis_client(settings.redis_url)
-    bus = EventBus(settings, "leanon-notification")
-    broker = make_broker(settings, "leanon-notification")
+    # Consumer groups are named under the topic prefix, so deployments (and test runs) that
+    # share a Kafka cluster never rebalance each other.
+    group = f"{settings.topic_prefix}notification"
+    bus = EventBus(settings, CLIENT_ID)
+    broker = make_broker(settings, CLIENT_ID)
     book = ContactBook(redis, settings.topic_prefix)
-    webhooks = WebhookSender(secret, settings.allowed_webhook_hosts, settings.webhook_timeout_s)
+    webhooks = WebhookSender(
+        secret,
+        settings.allowed_webhook_hosts,
+        settings.webhook_timeout_s,
+        settings.max_in_flight_per_host,
+    )
+
+    publish = CoalescingPublisher(bus, topics.events)
 
     async def publish_report(event: CloudEvent) -> None:
-        await bus.publish(topics.events, event, event.subject)
+        await publish(event, event.subject)
 
     dispatcher = Dispatcher(
-        redis,
-        settings.topic_prefix,
-        book,
-        webhooks,
-        Reporter(publish_report),
-        settings.max_in_flight,
+        redis=redis,
+        prefix=settings.topic_prefix,
+        contacts=book,
+        webhooks=webhooks,
+        email=(
+            EmailSender(
+                smtp, settings.smtp_timeout_s, settings.smtp_ca_file, settings.smtp_connections
+            )
+            if smtp
+            else None
+        ),
+        email_from=settings.smtp_from,
+        limits=OfferLimits(
+            redis, settings.topic_prefix, settings.offers_per_hour, settings.quiet()
+        ),
+        holdback=Holdback(OfferRecords(redis, settings.topic_prefix), bus, topics.requests),
+        report=Reporter(publish_report),
+        bus=bus,
+        policy=policy,
+        dlq_topic=topics.notification_dlq,
+        # A claim outlives the longest attempt, so a crashed consumer's claim lapses in time.
+        claim_ttl_s=max(settings.webhook_timeout_s, settings.smtp_timeout_s if smtp else 0) + 1,
     )
-    subscribe_batches(
-        broker, topics.helpers, topics.group("leanon-notification-helpers"), HelperContacts(book)
-    )
-    subscribe_batches(
-        broker,
-        topics.requests,
-        topics.group("leanon-notification-requesters"),
-        RequesterContacts(book),
-    )
-    subscribe_batches(
-        broker, topics.events, topics.group("leanon-notification"), EventDeliveries(dispatcher)
-    )
+    subscribe_batches(broker, topics.helpers, f"{group}.helpers", HelperContacts(book))
+    subscribe_batches(broker, topics.requests, f"{group}.requesters", RequesterContacts(book))
+    retry_topics = topics_for(settings.topic_prefix, policy)
+    consumers = [
+        PipelinedConsumer(
+            bootstrap=settings.kafka_bootstrap,
+            topics=[topics.events],
+            group_id=group,
+            client_id=CLIENT_ID,
+            handle=dispatcher.on_event,
+            poison=dispatcher.on_poison,
+            wanted=dispatcher.concerns_anyone,
+            max_in_flight=settings.max_in_flight,
+            commit_interval_s=settings.commit_interval_s,
+        ),
+        PipelinedConsumer(
+            bootstrap=settings.kafka_bootstrap,
+            topics=retry_topics,
+            group_id=f"{group}.retry",
+            client_id=CLIENT_ID,
+            handle=dispatcher.on_retry,
+            poison=dispatcher.on_poison,
+            max_in_flight=settings.max_in_flight,
+            commit_interval_s=settings.commit_interval_s,
+            due=retry_due,
+        ),
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await ensure_topics(settings, topics)
+        extra: dict[str, tuple[int, dict[str, str]]] = {
+            t: (settings.topic_partitions, {}) for t in retry_topics
+        }
+        await ensure_topics(settings, topics, extra)
         await bus.start()
         await webhooks.start()
         await broker.start()
+        for consumer in consumers:
+            await consumer.start()
         log.info("notification started")
         try:
             yield
         finally:
+            for consumer in consumers:
+                await consumer.stop()
             await broker.stop()
             await webhooks.stop()
             await bus.stop()
@@ -72,6 +130,10 @@ def create_app(settings: NotificationSettings) -> Starlette:
             log.info("notification stopped")
 
     async def ready() -> dict[str, bool]:
-        return {"redis": await redis_ready(redis), "kafka": await broker.ping(timeout=2)}
+        return {
+            "redis": await redis_ready(redis),
+            "kafka": await broker.ping(timeout=2),
+            "consumers": all(c.running for c in consumers),
+        }
 
     return Starlette(routes=health_routes(ready), lifespan=lifespan)

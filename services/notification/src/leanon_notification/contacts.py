@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
+import orjson
 from redis.asyncio import Redis
 
 from leanon_shared.models import Contact
@@ -22,24 +24,44 @@ class Unknown:
 UNKNOWN = Unknown()
 
 
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """How to reach someone, and the time zone their quiet hours are in."""
+
+    contact: Contact
+    timezone: str = "UTC"
+
+
 class ContactBook:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._r = redis
         self._p = prefix
 
-    def _key(self, org: str, role: Role, ident: str) -> str:
+    def key(self, org: str, role: Role, ident: str) -> str:
         return f"{self._p}contact:{org}:{role}:{ident}"
 
-    async def put(self, org: str, role: Role, ident: str, contact: Contact) -> None:
+    async def put(
+        self, org: str, role: Role, ident: str, contact: Contact, timezone: str = "UTC"
+    ) -> None:
         ttl = REQUESTER_TTL_S if role == "requester" else None
-        await self._r.set(self._key(org, role, ident), contact.model_dump_json(), ex=ttl)
+        value = orjson.dumps({"contact": contact.model_dump(exclude_none=True), "tz": timezone})
+        await self._r.set(self.key(org, role, ident), value, ex=ttl)
 
     async def erase(self, org: str, role: Role, ident: str) -> None:
         """Forget the details, remembering only that there is nobody to tell."""
-        await self._r.set(self._key(org, role, ident), NO_CONTACT, ex=REQUESTER_TTL_S)
+        await self._r.set(self.key(org, role, ident), NO_CONTACT, ex=REQUESTER_TTL_S)
 
-    async def get(self, org: str, role: Role, ident: str) -> Contact | Unknown | None:
-        raw = await self._r.get(self._key(org, role, ident))
+    async def get(self, org: str, role: Role, ident: str) -> Reach | Unknown | None:
+        return self.parse(await self._r.get(self.key(org, role, ident)))
+
+    @staticmethod
+    def parse(raw: bytes | str | None) -> Reach | Unknown | None:
+        """What `get` returns, from the stored bytes (for reads batched elsewhere)."""
         if raw is None:
             return UNKNOWN
-        return None if raw == NO_CONTACT else Contact.model_validate_json(raw)
+        if raw in (NO_CONTACT, NO_CONTACT.decode()):
+            return None
+        stored = orjson.loads(raw)
+        if "contact" not in stored:  # written before time zones were kept
+            return Reach(Contact.model_validate(stored))
+        return Reach(Contact.model_validate(stored["contact"]), stored.get("tz") or "UTC")

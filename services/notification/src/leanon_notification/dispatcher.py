@@ -1,35 +1,74 @@
-"""Who hears what, exactly once as they can tell: lifecycle events to signed webhooks."""
+"""Who hears what, once as they can tell: lifecycle events to signed webhooks and email.
+
+One event becomes a delivery per channel of its recipient. Each delivery:
+  1. is skipped if its "sent" key exists (delivered before a crash or a redelivery), and is
+     claimed for the length of one attempt so two consumers never post it at once;
+  2. is attempted once, with its own timeout;
+  3. delivered: the sent key is written (holding the report until Kafka has it), then
+     notification.delivered is published;
+     permanent failure: notification.failed and the DLQ, at once;
+     retryable: the event goes to the retry topic of the next delay (same CloudEvents id, so
+     the receiver sees one event however often it is posted), or after the last attempt to
+     notification.failed and the DLQ.
+Offsets are committed only after that (see consumer.py), so a crash before step 3 finishes
+tries again, and the sent key keeps a delivery that had succeeded from being repeated.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import orjson
+from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
-from leanon_notification import metrics
-from leanon_notification.contacts import ContactBook, Role, Unknown
+from leanon_notification import messages, metrics
+from leanon_notification.coalesce import CoalescingRedis
+from leanon_notification.contacts import ContactBook, Reach, Unknown
+from leanon_notification.holdback import Holdback
+from leanon_notification.limits import OfferLimits
+from leanon_notification.reporter import Recipient, Report, Reporter
+from leanon_notification.retries import Outcome, RetryPolicy, delay_name, retryable
+from leanon_notification.smtp import EmailSender
 from leanon_notification.webhooks import WebhookSender
+from leanon_shared import cloudevents
 from leanon_shared import events as ev
-from leanon_shared.cloudevents import CloudEvent, now_iso, to_json_bytes
-from leanon_shared.models import Contact
+from leanon_shared.cloudevents import CloudEvent
+from leanon_shared.kafka import ERROR_DETAIL_HEADER, ERROR_HEADER, EventBus
 
 log = logging.getLogger(__name__)
 HELPER_TYPES = frozenset({ev.OFFER_CREATED, ev.OFFER_WITHDRAWN})
 REQUESTER_TYPES = frozenset({ev.REQUEST_MATCHED, ev.REQUEST_UNMATCHED, ev.REQUEST_EXPIRED})
+WANTED = HELPER_TYPES | REQUESTER_TYPES
 SENT_TTL_S = 7 * 24 * 3600
 CONTACT_WAIT_S = 5.0
-PublishFn = Callable[[CloudEvent], Awaitable[None]]
+ALL_CHANNELS = ""
+# Retry-topic headers: the attempt to make next, when it is due, the channel ("" = every
+# channel of the recipient), when the first attempt was made, and why the last one failed.
+ATTEMPT_HEADER = "x-leanon-attempt"
+DUE_HEADER = "x-leanon-due-ms"
+CHANNEL_HEADER = "x-leanon-channel"
+FIRST_HEADER = "x-leanon-first-ms"
+ATTEMPTS_HEADER = "x-leanon-attempts"
 
-
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    org: str
-    role: Role
-    id: str
+# KEYS[1] = sent key, KEYS[2] = claim key; ARGV[1] = claim TTL (ms). Returns the sent key's
+# value when there is one ('done', or the report of a delivery not yet reported), else 'ok'
+# (claimed) or 'busy' (another consumer is attempting it).
+_CLAIM = """
+local sent = redis.call('GET', KEYS[1])
+if sent then return sent end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 'ok' end
+return 'busy'
+"""
+DONE = b"done"
 
 
 def recipient_of(event: CloudEvent) -> Recipient | None:
@@ -44,93 +83,303 @@ def recipient_of(event: CloudEvent) -> Recipient | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One event on its way to one recipient: which attempt this is and since when."""
+
+    event: CloudEvent
+    to: Recipient
+    number: int
+    first_ms: int
+    channel: str = ALL_CHANNELS
+
+
+def _type_of(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    """The CloudEvents type, read cheaply (binary-mode header or the top-level JSON field)
+    before the full decode; None when the record is not readable as an event at all."""
+    for name, value in record.headers:
+        if name.lower() == "ce_type":
+            return str(value.decode("utf-8", "replace"))
+    try:
+        body = orjson.loads(record.value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    kind = body.get("type") if isinstance(body, dict) else None
+    return str(kind) if isinstance(kind, str) else None
+
+
+def retry_topic(prefix: str, delay_s: float) -> str:
+    return f"{prefix}notification.retry.{delay_name(delay_s)}"
+
+
+def retry_due(record: ConsumerRecord[bytes, bytes]) -> float:
+    """When a retry record may be handled (epoch seconds): its header, else now."""
+    for name, value in record.headers:
+        if name == DUE_HEADER:
+            with contextlib.suppress(ValueError):
+                return int(value) / 1000
+    return 0.0
+
+
 class Dispatcher:
     def __init__(
         self,
+        *,
         redis: Redis,
         prefix: str,
         contacts: ContactBook,
         webhooks: WebhookSender,
+        email: EmailSender | None,
+        email_from: str,
+        limits: OfferLimits,
+        holdback: Holdback,
         report: Reporter,
-        max_in_flight: int,
+        bus: EventBus,
+        policy: RetryPolicy,
+        dlq_topic: str,
+        claim_ttl_s: float,
     ) -> None:
         self._r = redis
         self._p = prefix
         self.contacts = contacts
         self.webhooks = webhooks
+        self.email = email
+        self.email_from = email_from
+        self.limits = limits
+        self.holdback = holdback
         self.report = report
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self.bus = bus
+        self.policy = policy
+        self.dlq_topic = dlq_topic
+        self._claim_ms = int(claim_ttl_s * 1000)
+        self._claim = redis.register_script(_CLAIM)
+        self._batch = CoalescingRedis(redis, scripts=(_CLAIM,))
 
-    def _sent_key(self, event: CloudEvent, to: Recipient) -> str:
-        return f"{self._p}sent:{to.org}:{event.source}:{event.id}:{to.role}:{to.id}"
+    # -- entry points ----------------------------------------------------------------------
+    @staticmethod
+    def concerns_anyone(record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Most events (our own reports among them) concern nobody here: skip them cheaply."""
+        return _type_of(record) in WANTED
 
-    async def deliver_all(self, events: list[CloudEvent]) -> None:
-        """Deliver a batch concurrently; one slow endpoint holds only its own slot."""
-        await asyncio.gather(*(self.deliver(e) for e in events))
-
-    async def deliver(self, event: CloudEvent) -> None:
+    async def on_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """A record from {prefix}events: the first attempt for whoever must hear of it."""
+        try:
+            event = cloudevents.decode(record.value, record.headers)
+        except cloudevents.InvalidEvent as exc:
+            log.error("unreadable event at %s/%s: %s", record.partition, record.offset, exc.code)
+            return
         to = recipient_of(event)
         if to is None:
             return
-        sent_key = self._sent_key(event, to)
-        if await self._r.exists(sent_key):
-            metrics.DUPLICATES_SKIPPED.inc()
-            return
-        contact = await self._contact(to)
-        if contact is None or not contact.webhook_url:
-            return  # nobody to tell by webhook (email arrives with its own issue)
-        body = to_json_bytes(event)
-        started = time.perf_counter()
-        async with self._slots:
-            outcome = await self.webhooks.send(contact.webhook_url, body)
-        latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        metrics.DELIVERIES.labels("webhook", "delivered" if outcome.delivered else "failed").inc()
-        if outcome.delivered:
-            await self._r.set(sent_key, b"1", ex=SENT_TTL_S)
-        await self.report(event, to, outcome.delivered, outcome.detail, latency_ms)
+        await self.notify(Attempt(event, to, 1, _now_ms()))
 
-    async def _contact(self, to: Recipient) -> Contact | None:
-        """The contacts consumer may still be a moment behind the events: wait, bounded."""
+    async def on_retry(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """A record from a retry topic, now due."""
+        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+        try:
+            event = cloudevents.decode(record.value, record.headers)
+        except cloudevents.InvalidEvent as exc:
+            log.error("unreadable retry at %s/%s: %s", record.partition, record.offset, exc.code)
+            return
+        to = recipient_of(event)
+        if to is None:
+            return
+        attempt = Attempt(
+            event,
+            to,
+            int(headers.get(ATTEMPT_HEADER, "2")),
+            int(headers.get(FIRST_HEADER, _now_ms())),
+            headers.get(CHANNEL_HEADER, ALL_CHANNELS),
+        )
+        await self.notify(attempt)
+
+    async def on_poison(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """A record that fails the same way every time: to the DLQ as it came. Only the error's
+        type is kept: a message (a validation error, say) may quote a contact detail."""
+        kind = type(exc).__name__
+        log.error(
+            "dead-lettering %s/%s/%s: %s", record.topic, record.partition, record.offset, kind
+        )
+        await self.bus.dead_letter(self.dlq_topic, record, "unprocessable", kind)
+
+    # -- steps -----------------------------------------------------------------------------
+    async def notify(self, attempt: Attempt) -> None:
+        event, to = attempt.event, attempt.to
+        data = event.data if isinstance(event.data, dict) else {}
+        withdrawn = event.type == ev.OFFER_WITHDRAWN and self.limits.active
+        if withdrawn and await self.limits.was_held(to.org, str(data.get("offer_id"))):
+            return  # the helper never heard of this offer; no need to withdraw it
+        reach = await self._reach(to)
+        if isinstance(reach, Unknown):
+            await self._after_failure(attempt, retryable("contact not known yet"))
+            return
+        if reach is None:
+            return  # nobody to tell
+        if not await self._may_offer(attempt, reach):
+            return
+        channels = self._channels(reach)
+        if attempt.channel:
+            channels = [c for c in channels if c == attempt.channel]
+        each = [dataclasses.replace(attempt, channel=c) for c in channels]
+        if len(each) == 1:
+            await self._deliver(each[0], reach)
+        else:
+            await asyncio.gather(*(self._deliver(a, reach) for a in each))
+
+    async def _may_offer(self, attempt: Attempt, reach: Reach) -> bool:
+        """Per-helper limits: an offer held back is declined for the helper, and so re-offered."""
+        event, to = attempt.event, attempt.to
+        if event.type != ev.OFFER_CREATED:
+            return True
+        offer_id = str(event.data.get("offer_id"))
+        decision = await self.limits.decide(
+            to.org, to.id, offer_id, reach.timezone, datetime.now(UTC)
+        )
+        if decision.send:
+            return True
+        await self.holdback.decline(to.org, offer_id, f"held back: {decision.reason}")
+        metrics.HELD_BACK.labels("quiet" if "quiet" in decision.reason else "rate").inc()
+        latency = _latency_ms(event, attempt.first_ms)
+        await self.report(
+            event, to, Report(False, "none", 0, latency, f"held back: {decision.reason}", held=True)
+        )
+        return False
+
+    def _channels(self, reach: Reach) -> list[str]:
+        channels = []
+        if reach.contact.webhook_url:
+            channels.append("webhook")
+        if reach.contact.email and self.email is not None:
+            channels.append("email")
+        return channels
+
+    async def _deliver(self, attempt: Attempt, reach: Reach) -> None:
+        sent_key = self._sent_key(attempt)
+        claim_key = sent_key + ":claim"
+
+        def claim(pipe: Pipeline) -> None:
+            pipe.evalsha(self._claim.sha, 2, sent_key, claim_key, self._claim_ms)
+
+        claimed = await self._batch(claim)
+        if claimed == b"busy":  # another consumer is posting it right now: look again later
+            await self._retry(attempt, self.policy.topic_delays[0], "in flight elsewhere")
+            return
+        if claimed != b"ok":  # delivered before (a redelivery, a restart): never again
+            metrics.DUPLICATES_SKIPPED.inc()
+            if claimed != DONE:  # ... but its report may not have gone out yet
+                await self._reported(attempt, sent_key, Report(**orjson.loads(claimed)))
+            return
+        try:
+            outcome = await self._send(attempt, reach)
+        except BaseException:
+            await self._r.delete(claim_key)
+            raise
+        metrics.DELIVERIES.labels(attempt.channel, _label(outcome)).inc()
+        if outcome.delivered:
+            latency = _latency_ms(attempt.event, attempt.first_ms)
+            metrics.DELIVERY_SECONDS.labels(attempt.channel).observe(latency / 1000)
+            report = Report(True, attempt.channel, attempt.number, latency, status=outcome.status)
+            # Remember the delivery with its report first, so that a crash before the report
+            # is published sends the report, never the webhook, again. The claim just lapses.
+            value = orjson.dumps(report.as_dict())
+            await self._batch(lambda pipe: pipe.set(sent_key, value, ex=SENT_TTL_S))
+            await self._reported(attempt, sent_key, report)
+            return
+        await self._batch(lambda pipe: pipe.delete(claim_key))
+        await self._after_failure(attempt, outcome)
+
+    async def _reported(self, attempt: Attempt, sent_key: str, report: Report) -> None:
+        await self.report(attempt.event, attempt.to, report)
+        await self._batch(lambda pipe: pipe.set(sent_key, DONE, ex=SENT_TTL_S))
+
+    async def _send(self, attempt: Attempt, reach: Reach) -> Outcome:
+        event = attempt.event
+        if attempt.channel == "webhook":
+            assert reach.contact.webhook_url
+            return await self.webhooks.send(
+                reach.contact.webhook_url, cloudevents.to_json_bytes(event)
+            )
+        assert self.email is not None and reach.contact.email
+        return await self.email.send(messages.render(event, self.email_from, reach.contact.email))
+
+    async def _after_failure(self, attempt: Attempt, outcome: Outcome) -> None:
+        plan = self.policy.after(attempt.number, outcome)
+        if plan is not None:
+            next_try = Attempt(
+                attempt.event, attempt.to, attempt.number + 1, attempt.first_ms, attempt.channel
+            )
+            await self._retry(next_try, plan.delay_s, outcome.detail)
+            return
+        latency = _latency_ms(attempt.event, attempt.first_ms)
+        channel = attempt.channel or "none"
+        reason = outcome.detail
+        if not outcome.permanent:
+            reason = f"gave up after {attempt.number} attempts: {outcome.detail}"
+        await self._dead_letter(attempt, "permanent" if outcome.permanent else "gave-up", reason)
+        report = Report(False, channel, attempt.number, latency, reason, outcome.status)
+        await self.report(attempt.event, attempt.to, report)
+
+    async def _retry(self, attempt: Attempt, delay_s: float, why: str) -> None:
+        value, headers = cloudevents.encode(attempt.event)
+        headers += [
+            (ATTEMPT_HEADER, str(attempt.number).encode()),
+            (DUE_HEADER, str(_now_ms() + int(delay_s * 1000)).encode()),
+            (CHANNEL_HEADER, attempt.channel.encode()),
+            (FIRST_HEADER, str(attempt.first_ms).encode()),
+            (ERROR_DETAIL_HEADER, why[:300].encode()),
+        ]
+        await self.bus.send_raw(
+            retry_topic(self._p, delay_s), value, self._key(attempt.to), headers
+        )
+
+    async def _dead_letter(self, attempt: Attempt, code: str, reason: str) -> None:
+        value, headers = cloudevents.encode(attempt.event)
+        headers += [
+            (ERROR_HEADER, code.encode()),
+            (ERROR_DETAIL_HEADER, reason[:1000].encode("utf-8", "replace")),
+            (CHANNEL_HEADER, attempt.channel.encode()),
+            (ATTEMPTS_HEADER, str(attempt.number).encode()),
+        ]
+        await self.bus.send_raw(self.dlq_topic, value, self._key(attempt.to), headers)
+
+    async def _reach(self, to: Recipient) -> Reach | Unknown | None:
+        """The contacts consumer may be a moment behind the events: wait for it, bounded
+        (this task only; every other delivery goes on)."""
         deadline = time.monotonic() + CONTACT_WAIT_S
+        key = self.contacts.key(to.org, to.role, to.id)
         while True:
-            contact = await self.contacts.get(to.org, to.role, to.id)
-            if not isinstance(contact, Unknown):
-                return contact
-            if time.monotonic() > deadline:
-                raise ContactNotYetKnown(f"no contact record yet for {to.role} {to.id}")
+            reach = self.contacts.parse(await self._batch(lambda pipe: pipe.get(key)))
+            if not isinstance(reach, Unknown) or time.monotonic() > deadline:
+                return reach
             await asyncio.sleep(0.05)
 
+    def _sent_key(self, attempt: Attempt) -> str:
+        e, to = attempt.event, attempt.to
+        return f"{self._p}sent:{to.org}:{e.source}:{e.id}:{to.role}:{to.id}:{attempt.channel}"
 
-class ContactNotYetKnown(RuntimeError):
-    """Retryable: raising it rewinds the batch, so the event comes again."""
+    @staticmethod
+    def _key(to: Recipient) -> bytes:
+        return f"{to.org}/{to.role}/{to.id}".encode()
 
 
-class Reporter:
-    """Publishes notification.delivered / notification.failed: ids and timings, no contacts."""
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
-    def __init__(self, publish: PublishFn) -> None:
-        self._publish = publish
 
-    async def __call__(
-        self, event: CloudEvent, to: Recipient, delivered: bool, detail: str, latency_ms: float
-    ) -> None:
-        data = {
-            "request_id": (event.data or {}).get("request_id", event.subject),
-            "event_id": event.id,
-            "event_type": event.type,
-            "recipient": {"role": to.role, "id": to.id},
-            "channel": "webhook",
-            "attempts": 1,
-            "latency_ms": latency_ms,
-        }
-        if not delivered:
-            data["reason"] = detail
-        report = CloudEvent(
-            type=ev.NOTIFICATION_DELIVERED if delivered else ev.NOTIFICATION_FAILED,
-            source=ev.SOURCE_NOTIFICATION,
-            subject=event.subject,
-            time=now_iso(),
-            data=data,
-            extensions={ev.ORG_EXTENSION: to.org},
-        )
-        await self._publish(report)
+def _label(outcome: Outcome) -> str:
+    if outcome.delivered:
+        return "delivered"
+    return "failed" if outcome.permanent else "retried"
+
+
+def _latency_ms(event: CloudEvent, first_ms: int) -> float:
+    """From the event's own time (else the first attempt) to now."""
+    start_ms: float = first_ms
+    if event.time:
+        with contextlib.suppress(ValueError):
+            start_ms = datetime.fromisoformat(event.time).timestamp() * 1000
+    return round(time.time() * 1000 - start_ms, 2)
+
+
+def topics_for(prefix: str, policy: RetryPolicy) -> Sequence[str]:
+    return [retry_topic(prefix, d) for d in policy.topic_delays]

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from leanon_notification import metrics
 from leanon_notification.contacts import ContactBook
-from leanon_notification.dispatcher import Dispatcher
 from leanon_shared import cloudevents
 from leanon_shared import events as ev
 from leanon_shared.models import Contact, HelperRecord
@@ -37,7 +36,14 @@ class HelperContacts:
             except (orjson.JSONDecodeError, ValidationError):
                 log.error("skipping unreadable helper record at offset %s", record.offset)
                 continue
-            await self.book.put(helper.org, "helper", helper.helper_id, helper.profile.contact)
+            profile = helper.profile
+            await self.book.put(
+                helper.org,
+                "helper",
+                helper.helper_id,
+                profile.contact,
+                profile.availability.timezone,
+            )
             metrics.CONTACT_UPDATES.labels("helper").inc()
 
 
@@ -65,21 +71,3 @@ class RequesterContacts:
                 metrics.CONTACT_UPDATES.labels("requester").inc()
             except (cloudevents.InvalidEvent, ValidationError, KeyError, TypeError, AttributeError):
                 continue  # matching dead-letters bad commands; nothing to remember here
-
-
-class EventDeliveries:
-    """Lifecycle events to the people they concern."""
-
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-
-    async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        events = []
-        for record in records:
-            try:
-                events.append(cloudevents.decode(record.value, record.headers))
-            except cloudevents.InvalidEvent as exc:
-                log.error(
-                    "unreadable event at %s/%s: %s", record.partition, record.offset, exc.code
-                )
-        await self.dispatcher.deliver_all(events)

@@ -1,0 +1,499 @@
+"""Notification benchmark: signed webhooks delivered per second to a local sink, and latency
+from an event's time to its delivery, beside a raw baseline measured in the same run: the same
+HTTP client (WebhookSender) posting the same bodies straight to the same sink.
+
+The service runs as its own process (python -m leanon_notification) on local Kafka and Redis,
+exactly as `make up` starts it; the sink is another process. Throughput: a backlog of events is
+published at once and the sink's rate from its first to its last delivery is reported. Latency:
+events are published at a fixed rate (half the goal) and each carries its intended send time,
+so a stall shows as latency instead of hiding (no coordinated omission).
+
+    python bench/notification.py            # 30k backlog; 2,500/s for 10 s; half the measured rate
+    python bench/notification.py --quick    # 10k backlog; the same for 4 s each
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import uvloop
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from hdrh.histogram import HdrHistogram
+from redis.asyncio import Redis
+
+from leanon_notification.contacts import ContactBook
+from leanon_notification.webhooks import WebhookSender
+from leanon_shared import events as ev
+from leanon_shared.cloudevents import CloudEvent, encode, now_iso, to_json_bytes
+from leanon_shared.kafka import EventBus, ensure_topics
+from leanon_shared.models import Contact
+from leanon_shared.settings import LeanOnSettings
+from leanon_shared.topics import Topics
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-webhook-secret-0123456789"
+ORG = "bench"
+HELPERS = 1000
+GOAL_RATE = 5000
+GOAL_P99_MS = 100
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- the sink: its own process, a histogram per phase (the first path segment) ------------------
+def sink_main(port: int) -> None:
+    from aiohttp import web
+
+    phases: dict[str, dict[str, Any]] = {}
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        now = time.time()
+        phase = request.path.split("/", 2)[1]
+        if request.method == "GET":
+            p = phases.get(phase)
+            if p is None:
+                return web.json_response({"count": 0})
+            h: HdrHistogram = p["h"]
+            return web.json_response(
+                {
+                    "count": p["count"],
+                    "first": p["first"],
+                    "last": p["last"],
+                    **{
+                        f"p{q}_ms": round(h.get_value_at_percentile(q) / 1000, 2)
+                        for q in (50, 90, 99, 99.9)
+                    },
+                    "max_ms": round(h.get_max_value() / 1000, 2),
+                }
+            )
+        body = await request.read()
+        sent = orjson.loads(body)["data"]["t"]
+        p = phases.setdefault(
+            phase, {"count": 0, "first": now, "last": now, "h": HdrHistogram(1, 600_000_000, 3)}
+        )
+        p["count"] += 1
+        p["last"] = now
+        p["h"].record_value(max(1, int((now - sent) * 1_000_000)))
+        return web.Response(status=204)
+
+    async def serve() -> None:
+        server = web.Server(handle, access_log=None)
+        runner = web.ServerRunner(server)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+        await asyncio.Event().wait()
+
+    uvloop.run(serve())
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        ctx = multiprocessing.get_context("spawn")
+        self.process = ctx.Process(target=sink_main, args=(self.port,), daemon=True)
+
+    async def start(self) -> None:
+        self.process.start()
+        await until(lambda: self.stats("ping"), 20, "the sink")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(5)
+
+    async def stats(self, phase: str) -> dict[str, Any] | None:
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                return dict((await client.get(f"{self.url}/{phase}")).json())
+        except httpx.HTTPError:
+            return None
+
+
+async def until(probe: Any, timeout: float, what: str) -> Any:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await probe()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def drained(
+    sink: Sink,
+    phase: str,
+    expected: int,
+    timeout: float,  # noqa: ASYNC109 - a deadline for a polled condition
+) -> dict[str, Any]:
+    """Wait for every delivery of a phase, printing progress each second."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        stats = await sink.stats(phase) or {"count": 0}
+        if stats["count"] >= expected:
+            return stats
+        if stats["count"] != last:
+            log(f"  {phase}: {stats['count']:,}/{expected:,} delivered")
+            last = stats["count"]
+        await asyncio.sleep(1)
+    raise TimeoutError(f"{phase}: only {last} of {expected} delivered in {timeout}s")
+
+
+def event(helper: str, t: float) -> CloudEvent:
+    return CloudEvent(
+        type=ev.OFFER_CREATED,
+        source=ev.SOURCE_MATCHING,
+        subject="r-bench",
+        time=now_iso(),
+        data={"request_id": "r-bench", "offer_id": str(uuid.uuid4()), "helper_id": helper, "t": t},
+        extensions={ev.ORG_EXTENSION: ORG},
+    )
+
+
+def rate_of(stats: dict[str, Any]) -> float:
+    return round(stats["count"] / max(stats["last"] - stats["first"], 1e-9), 1)
+
+
+def summary(stats: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    keep = ("count", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms")
+    return {k: stats[k] for k in keep} | extra
+
+
+# -- raw baseline: the same client, straight to the sink -----------------------------------------
+async def raw_throughput(sink: Sink, n: int, in_flight: int) -> dict[str, Any]:
+    client = WebhookSender(SECRET.encode(), frozenset({"127.0.0.1"}), 5.0)
+    await client.start()
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> bool:
+        async with slots:
+            body = to_json_bytes(event(f"h{i % HELPERS}", time.time()))
+            outcome = await client.send(f"{sink.url}/raw-throughput/h{i % HELPERS}", body)
+            return outcome.delivered
+
+    done = await asyncio.gather(*(one(i) for i in range(n)))
+    await client.stop()
+    stats = await drained(sink, "raw-throughput", sum(done), 60)
+    return summary(stats, per_s=rate_of(stats), failed=n - sum(done))
+
+
+async def raw_latency(sink: Sink, rate: int, seconds: float) -> dict[str, Any]:
+    # No per-host cap and a long timeout: every post waits its turn for one of the same 200
+    # connections, so an overload shows as latency rather than as posts refused.
+    client = WebhookSender(SECRET.encode(), frozenset({"127.0.0.1"}), 120.0, per_host=10**9)
+    await client.start()
+    n = int(rate * seconds)
+    tasks = []
+    start = time.time() + 0.2
+    for i in range(n):
+        due = start + i / rate
+        if (wait := due - time.time()) > 0.002:
+            await asyncio.sleep(wait)
+        body = to_json_bytes(event(f"h{i % HELPERS}", due))
+        url = f"{sink.url}/raw-latency/h{i % HELPERS}"
+        tasks.append(asyncio.create_task(client.send(url, body)))
+    outcomes = await asyncio.gather(*tasks)
+    await client.stop()
+    ok = sum(o.delivered for o in outcomes)
+    stats = await drained(sink, "raw-latency", ok, 60)
+    return summary(stats, rate=rate, seconds=seconds, failed=n - ok)
+
+
+# -- the service -------------------------------------------------------------------------------
+async def seed_contacts(redis: Redis, prefix: str, sink: Sink, phase: str) -> None:
+    book = ContactBook(redis, prefix)
+    for i in range(HELPERS):
+        url = f"{sink.url}/{phase}/h{i}"
+        await book.put(ORG, "helper", f"{phase}-{i}", Contact(webhook_url=url))
+
+
+async def service_throughput(bus: EventBus, topic: str, sink: Sink, n: int) -> dict[str, Any]:
+    phase = "service-throughput"
+    sent = 0
+    while sent < n:
+        chunk = min(2000, n - sent)
+        batch = [
+            (event(f"{phase}-{(sent + i) % HELPERS}", time.time()), b"r") for i in range(chunk)
+        ]
+        await bus.publish_many(topic, batch)
+        sent += chunk
+    log(f"  published a backlog of {n:,} events")
+    stats = await drained(sink, phase, n, 300)
+    return summary(stats, per_s=rate_of(stats))
+
+
+async def service_latency(
+    bus: EventBus, topic: str, sink: Sink, rate: int, seconds: float, phase: str
+) -> dict[str, Any]:
+    n = int(rate * seconds)
+    start = time.time() + 0.2
+    futures = []
+    for i in range(n):
+        due = start + i / rate
+        if (wait := due - time.time()) > 0.002:
+            await asyncio.sleep(wait)
+        value, headers = encode(event(f"{phase}-{i % HELPERS}", due))
+        futures.append(await bus.kafka.send(topic, value, key=b"r%d" % (i % 64), headers=headers))
+    await asyncio.gather(*futures)
+    log(f"  published {n:,} events at {rate:,}/s")
+    stats = await drained(sink, phase, n, 120)
+    return summary(stats, rate=rate, seconds=seconds)
+
+
+async def caught_up(bootstrap: str, group: str, topic: str) -> None:
+    """Wait until the service has committed everything on `topic` (its own reports included),
+    so one phase's leftovers never queue ahead of the next phase's events."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await probe.start()
+    await admin.start()
+    try:
+        await probe.topics()  # loads the metadata partitions_for_topic reads
+        partitions = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic) or []]
+
+        async def lag() -> int:
+            ends = await probe.end_offsets(partitions)
+            done = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            committed = {tp: done[tp].offset if tp in done else 0 for tp in partitions}
+            return sum(ends[tp] - max(committed[tp], 0) for tp in partitions)
+
+        async def none_left() -> bool:
+            return await lag() <= 0
+
+        await until(none_left, 300, f"{group} to catch up on {topic}")
+    finally:
+        await admin.close()
+        await probe.stop()
+
+
+def start_service(prefix: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        LEANON_TOPIC_PREFIX=prefix,
+        LEANON_NOTIFICATION_PORT=str(port),
+        LEANON_WEBHOOK_SECRET=SECRET,
+        LEANON_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
+        LEANON_LOG_LEVEL="WARNING",
+    )
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "leanon_notification"], env=env, stdout=out, stderr=out
+        )
+
+
+async def cleanup(settings: LeanOnSettings, redis: Redis, prefix: str) -> None:
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=5000)]
+    for i in range(0, len(keys), 5000):
+        await redis.unlink(*keys[i : i + 5000])
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = LeanOnSettings()
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    topics = Topics(prefix)
+    group = f"{prefix}notification"  # the service's consumer group for {prefix}events
+    sink = Sink()
+    await sink.start()
+    redis = Redis.from_url(settings.redis_url, protocol=2)
+    results: dict[str, Any] = {"prefix": prefix}
+    try:
+        log(f"raw baseline: {args.backlog:,} posts, then {args.rate:,}/s for {args.seconds} s")
+        results["raw_throughput"] = await raw_throughput(
+            sink, args.backlog, 500
+        )  # the per-host cap
+        log(f"  raw: {results['raw_throughput']['per_s']:,}/s")
+        results["raw_latency"] = await raw_latency(sink, args.rate, args.seconds)
+        log(f"  raw p99 {results['raw_latency']['p99_ms']} ms")
+
+        await ensure_topics(LeanOnSettings(topic_prefix=prefix), topics)
+        for phase in ("service-throughput", "service-latency", "service-sustained"):
+            await seed_contacts(redis, prefix, sink, phase)
+        port = free_port()
+        log_path = Path(tempfile.gettempdir()) / f"{prefix}notification.log"
+        service = start_service(prefix, port, log_path)
+        bus = EventBus(settings, "bench")
+        await bus.start()
+        try:
+
+            async def ready() -> bool:
+                return (await sink_ready(port)) and service.poll() is None
+
+            await until(ready, 60, "the notification service")
+            log(f"service: a backlog of {args.backlog:,} events")
+            results["service_throughput"] = await service_throughput(
+                bus, topics.events, sink, args.backlog
+            )
+            log(f"  service: {results['service_throughput']['per_s']:,}/s")
+            await caught_up(settings.kafka_bootstrap, group, topics.events)
+            log(f"service: {args.rate:,}/s for {args.seconds} s")
+            results["service_latency"] = await service_latency(
+                bus, topics.events, sink, args.rate, args.seconds, "service-latency"
+            )
+            log(f"  service p99 {results['service_latency']['p99_ms']} ms")
+            await caught_up(settings.kafka_bootstrap, group, topics.events)
+            # And at half of what this machine sustained just now: latency without a backlog.
+            sustained = max(50, int(results["service_throughput"]["per_s"] / 2))
+            log(f"service: {sustained:,}/s (half its measured throughput) for {args.seconds} s")
+            results["service_sustained"] = await service_latency(
+                bus, topics.events, sink, sustained, args.seconds, "service-sustained"
+            )
+            log(f"  service p99 {results['service_sustained']['p99_ms']} ms")
+        finally:
+            await bus.stop()
+            service.send_signal(signal.SIGTERM)
+            service.wait(30)
+    finally:
+        sink.stop()
+        await cleanup(settings, redis, prefix)
+        await redis.aclose()
+    results["goals"] = {
+        "deliveries_per_s": GOAL_RATE,
+        "p99_ms_at_half_rate": GOAL_P99_MS,
+        "met_throughput": results["service_throughput"]["per_s"] >= GOAL_RATE,
+        "met_latency": results["service_latency"]["p99_ms"] < GOAL_P99_MS,
+    }
+    return results
+
+
+async def sink_ready(port: int) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=1) as client:
+            return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def machine() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "commit": commit,
+        # The machine is shared: what else ran shows here, and in the numbers.
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    names = ["raw client", "LeanOn notification"]
+    rates = [results["raw_throughput"]["per_s"], results["service_throughput"]["per_s"]]
+    left.bar(names, rates, color=["tab:gray", "tab:green"])
+    left.axhline(GOAL_RATE, color="tab:red", linestyle=":", label=f"goal {GOAL_RATE:,}/s")
+    left.set_ylabel("webhooks delivered per second")
+    left.set_title("Throughput (a backlog)")
+    left.legend(fontsize=8)
+    pcts = ["p50_ms", "p90_ms", "p99_ms", "p99.9_ms"]
+    xs = range(len(pcts))
+    sustained = results["service_sustained"]["rate"]
+    rate = results["service_latency"]["rate"]
+    series = (
+        ("raw_latency", f"raw client at {rate:,}/s", "tab:gray"),
+        ("service_latency", f"LeanOn at {rate:,}/s", "tab:red"),
+        ("service_sustained", f"LeanOn at {sustained:,}/s", "tab:green"),
+    )
+    for offset, (key, label, color) in enumerate(series):
+        right.bar(
+            [x + offset * 0.27 for x in xs],
+            [results[key][p] for p in pcts],
+            width=0.27,
+            label=label,
+            color=color,
+        )
+    right.set_xticks([x + 0.27 for x in xs], [p.replace("_ms", "") for p in pcts])
+    right.axhline(GOAL_P99_MS, color="tab:red", linestyle=":", label=f"goal p99 < {GOAL_P99_MS} ms")
+    right.set_yscale("log")
+    right.set_ylabel("event time to delivery (ms)")
+    right.set_title("Event time to delivery")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--backlog", type=int, default=30_000)
+    parser.add_argument("--rate", type=int, default=GOAL_RATE // 2)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--quick", action="store_true", help="10k backlog, 4 s paced")
+    args = parser.parse_args()
+    if args.quick:
+        args.backlog, args.seconds = 10_000, 4
+    RESULTS.mkdir(exist_ok=True)
+    started = time.time()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    results = uvloop.run(run(args))
+    results["load_average_before"] = load_before  # as the service runs
+    results.update(
+        benchmark="notification",
+        command=" ".join(["python", *sys.argv]),
+        machine=machine(),
+        finished_at=datetime.now(UTC).isoformat(),
+        duration_s=round(time.time() - started, 1),
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"notification-{stamp}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    plot(results, RESULTS / f"notification-{stamp}.png")
+    log(f"wrote {out} and its plot")
+    raw_t, svc_t = results["raw_throughput"], results["service_throughput"]
+    raw_l, svc_l = results["raw_latency"], results["service_latency"]
+    svc_s = results["service_sustained"]
+    print(
+        f"throughput: service {svc_t['per_s']:,.0f}/s | raw client {raw_t['per_s']:,.0f}/s "
+        f"(goal {GOAL_RATE:,}/s)\n"
+        f"latency at {svc_l['rate']:,}/s: service p50 {svc_l['p50_ms']} ms p99 {svc_l['p99_ms']} ms"
+        f" | raw p50 {raw_l['p50_ms']} ms p99 {raw_l['p99_ms']} ms (goal p99 < {GOAL_P99_MS} ms)\n"
+        f"latency at {svc_s['rate']:,}/s (half the service's throughput): "
+        f"p50 {svc_s['p50_ms']} ms p99 {svc_s['p99_ms']} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
