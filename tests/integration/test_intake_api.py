@@ -112,10 +112,11 @@ async def test_request_id_and_idempotency_key_make_one_request(
     intake: IntakeProcess, infra: Infra
 ) -> None:
     by_id, by_key = new_id(), new_id()
+    body = request_body()  # the same body each time: a retry sends what it sent before
     async with intake.client() as c:
-        first = [await c.post("/v1/requests", json=request_body(id=by_id)) for _ in range(3)]
+        first = [await c.post("/v1/requests", json=body | {"id": by_id}) for _ in range(3)]
         keyed = [
-            await c.post("/v1/requests", json=request_body(), headers={"Idempotency-Key": by_key})
+            await c.post("/v1/requests", json=body, headers={"Idempotency-Key": by_key})
             for _ in range(3)
         ]
         status = await c.get(f"/v1/requests/{by_id}")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from leanon_intake.ssrf import WebhookHosts
 from leanon_shared import events as ev
 from tests.conftest import Infra, wait_for
 from tests.integration.harness import Rig, helper, rig, submission, tomorrow
@@ -26,7 +27,7 @@ async def matching_and_notification(
         rig(infra, prefix, **matching) as r,
         service(notification_settings(infra, prefix, **notification)),
     ):
-        r.intake.allowed_webhook_hosts = frozenset({"127.0.0.1"})
+        r.intake.webhook_hosts = WebhookHosts(frozenset({"127.0.0.1"}))
         yield r, rec
 
 
