@@ -29,6 +29,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "commit": commit,
+        # The machine is shared: what else ran shows here, and in the numbers.
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 

@@ -19,7 +19,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -37,6 +36,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from hdrh.histogram import HdrHistogram
 from redis.asyncio import Redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine
 
 from leanon_notification.contacts import ContactBook
 from leanon_notification.webhooks import WebhookSender
@@ -397,20 +400,6 @@ async def sink_ready(port: int) -> bool:
             return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def machine() -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "commit": commit,
-        # The machine is shared: what else ran shows here, and in the numbers.
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
