@@ -4,6 +4,7 @@ a unique topic prefix per test, and bounded waiting."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import shutil
@@ -127,3 +128,32 @@ def env_for(infra: Infra, prefix: str, **extra: Any) -> dict[str, str]:
     )
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+@contextlib.asynccontextmanager
+async def tap(
+    infra: Infra, topics: list[str], on_record: Callable[[Any], None]
+) -> AsyncIterator[None]:
+    """Feed every record of the topics, from their start, to `on_record` in the background."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=infra.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+
+    async def collect() -> None:
+        async for record in consumer:
+            on_record(record)
+
+    task = asyncio.create_task(collect())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()

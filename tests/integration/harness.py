@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from leanon_intake.readmodel import HelperProfiles, RequestStatuses
@@ -22,7 +20,7 @@ from leanon_shared.kafka import EventBus, ensure_topics
 from leanon_shared.models import HelperProfile, RequestSubmission
 from leanon_shared.offers import OfferRecords
 from leanon_shared.topics import Topics
-from tests.conftest import Infra, wait_for
+from tests.conftest import Infra, tap, wait_for
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -129,28 +127,15 @@ async def rig(
         webhook_hosts=WebhookHosts(frozenset()),
     )
     events = Events()
-    consumer = AIOKafkaConsumer(
-        topics.events,
-        bootstrap_servers=infra.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
 
-    async def collect() -> None:
-        async for record in consumer:
-            events.seen.append(cloudevents.decode(record.value, record.headers))
+    def on_record(record: Any) -> None:
+        events.seen.append(cloudevents.decode(record.value, record.headers))
 
-    collector = asyncio.create_task(collect())
     try:
-        async with contextlib.AsyncExitStack() as stack:
+        async with tap(infra, [topics.events], on_record), contextlib.AsyncExitStack() as stack:
             for _ in range(instances):
                 await stack.enter_async_context(matching(config))
             yield Rig(intake, events, redis, config)
     finally:
-        collector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await collector
-        await consumer.stop()
         await bus.stop()
         await redis.aclose()

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
@@ -30,7 +30,7 @@ from leanon_shared.cloudevents import CloudEvent, now_iso
 from leanon_shared.kafka import EventBus, ensure_topics
 from leanon_shared.models import Contact
 from leanon_shared.topics import Topics
-from tests.conftest import Infra, free_port, wait_for
+from tests.conftest import Infra, free_port, tap, wait_for
 
 SECRET = "integration-webhook-secret-0123"
 OTHER_SECRET = "some-other-secret-entirely-0123"
@@ -238,33 +238,20 @@ async def collecting(infra: Infra, settings: NotificationSettings) -> AsyncItera
     bus = EventBus(settings, "test-publisher")
     await bus.start()
     rig = Rig(settings, topics, bus, redis, ContactBook(redis, settings.topic_prefix))
-    consumer = AIOKafkaConsumer(
-        topics.events,
-        topics.notification_dlq,
-        bootstrap_servers=infra.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
 
-    async def collect() -> None:
-        async for record in consumer:
-            if record.topic == topics.notification_dlq:
-                rig.dead.append(record)
-                continue
-            event = cloudevents.decode(record.value, record.headers)
-            if event.source == ev.SOURCE_NOTIFICATION:
-                rig.raw_reports.append(record.value)
-            rig.seen.append(event)
+    def on_record(record: Any) -> None:
+        if record.topic == topics.notification_dlq:
+            rig.dead.append(record)
+            return
+        event = cloudevents.decode(record.value, record.headers)
+        if event.source == ev.SOURCE_NOTIFICATION:
+            rig.raw_reports.append(record.value)
+        rig.seen.append(event)
 
-    task = asyncio.create_task(collect())
     try:
-        yield rig
+        async with tap(infra, [topics.events, topics.notification_dlq], on_record):
+            yield rig
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await consumer.stop()
         await bus.stop()
         await redis.aclose()
 

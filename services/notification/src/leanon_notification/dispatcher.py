@@ -163,27 +163,16 @@ class Dispatcher:
 
     async def on_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """A record from {prefix}events: the first attempt for whoever must hear of it."""
-        try:
-            event = cloudevents.decode(record.value, record.headers)
-        except cloudevents.InvalidEvent as exc:
-            log.error("unreadable event at %s/%s: %s", record.partition, record.offset, exc.code)
-            return
-        to = recipient_of(event)
-        if to is None:
-            return
-        await self.notify(Attempt(event, to, 1, _now_ms()))
+        if found := _addressed(record, "event"):
+            await self.notify(Attempt(*found, 1, _now_ms()))
 
     async def on_retry(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """A record from a retry topic, now due."""
+        found = _addressed(record, "retry")
+        if found is None:
+            return
+        event, to = found
         headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
-        try:
-            event = cloudevents.decode(record.value, record.headers)
-        except cloudevents.InvalidEvent as exc:
-            log.error("unreadable retry at %s/%s: %s", record.partition, record.offset, exc.code)
-            return
-        to = recipient_of(event)
-        if to is None:
-            return
         attempt = Attempt(
             event,
             to,
@@ -360,6 +349,19 @@ class Dispatcher:
     @staticmethod
     def _key(to: Recipient) -> bytes:
         return f"{to.org}/{to.role}/{to.id}".encode()
+
+
+def _addressed(
+    record: ConsumerRecord[bytes, bytes], what: str
+) -> tuple[CloudEvent, Recipient] | None:
+    """The record's event and who must hear of it; None (an unreadable one logged) if nobody."""
+    try:
+        event = cloudevents.decode(record.value, record.headers)
+    except cloudevents.InvalidEvent as exc:
+        log.error("unreadable %s at %s/%s: %s", what, record.partition, record.offset, exc.code)
+        return None
+    to = recipient_of(event)
+    return None if to is None else (event, to)
 
 
 def _now_ms() -> int:
