@@ -541,6 +541,37 @@ class Stack:
         subprocess.run([self.script, "stop"], env=self.env, capture_output=True, timeout=150)
 
 
+class Profiler:
+    """py-spy on every service for one step: collapsed stacks in the run dir, per rate."""
+
+    def __init__(self, pids: dict[str, int], out: Path) -> None:
+        self.pids, self.out = pids, out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.spy = str(Path(sys.executable).with_name("py-spy"))
+
+    def __call__(self, rate: int, seconds: float) -> Callable[[], None]:
+        procs = [
+            subprocess.Popen(
+                [self.spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+                 "--rate", "100", "--nonblocking", "--format", "raw",
+                 "--output", str(self.out / f"{svc}-{rate}.txt")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for svc, pid in self.pids.items()
+        ]
+
+        def finish() -> None:
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            log(f"  profiles at {rate}/s: {self.out}")
+
+        return finish
+
+
 class RawPipeline:
     """The ceiling: topics raw.0 -> raw.3 and three rawpipe.py hop processes between them."""
 
@@ -709,6 +740,7 @@ async def run_steps(
     lag: Lag | None,
     drain_s: float,
     alive: Callable[[], bool] = lambda: True,
+    profile: Callable[[int, float], Callable[[], None]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every rate in turn (a short warm-up first) until a step saturates."""
     out: list[dict[str, Any]] = []
@@ -722,11 +754,14 @@ async def run_steps(
         step = Step(system, rate, seconds)
         cpu.start()
         watch = asyncio.create_task(progress(step, lag, f"{system} step {n}/{len(rates)}"))
+        finish_profile = profile(rate, seconds) if profile else None
         try:
             await load.step(step, tracker)
             await drain(step, lag, drain_s, system, f"step {n}")
         finally:
             watch.cancel()
+            if finish_profile:
+                finish_profile()
         step.cpu = cpu.cores()
         summary = step.summary()
         out.append(summary)
@@ -865,6 +900,7 @@ async def leanon_run(
             lag,
             args.drain_s,
             stack.alive,
+            Profiler(stack.pids(), stack.run_dir / "profiles") if args.profile else None,
         )
         result["sustainable_per_s"] = sustainable(result["steps"])
         result["service_metrics"] = await stack.metrics()
@@ -1121,7 +1157,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "or > 1% without outcome",
         },
     }
-    results["raw"] = await raw_run(args.rates, args.seconds, args, shared)
+    results["raw"] = (
+        {"steps": [], "sustainable_per_s": 0, "skipped": True}
+        if args.no_raw
+        else await raw_run(args.rates, args.seconds, args, shared)
+    )
     results["leanon"] = []
     for helpers in args.helpers:
         try:
@@ -1173,6 +1213,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", action="store_true", help="keep this run's topics and Redis keys")
     parser.add_argument("--quick", action="store_true", help="10k helpers, 3 s steps, 10 to 4000/s")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy each service per step (in its run dir)"
+    )
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw ceiling (profiling)")
     args = parser.parse_args()
     if args.quick:
         args.rates, args.seconds = [10, 20, 50, 100, 200, 500, 1000, 2000, 4000], 3

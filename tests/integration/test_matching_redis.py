@@ -99,7 +99,7 @@ async def test_due_timers_are_leased_not_lost(redis: Redis, prefix: str) -> None
     assert await timers.lease_due(101.0, 30, 10) == [member]
     assert await timers.lease_due(102.0, 30, 10) == []  # leased to the first reader
     assert await timers.lease_due(140.0, 30, 10) == [member]  # the reader died: fires again
-    await timers.done(member)
+    await timers.done([member])
     assert await timers.lease_due(1000.0, 30, 10) == []
 
 

@@ -6,6 +6,7 @@ matching moves it on timeout, cancel or withdrawal. Whoever moves it first wins,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,18 +59,26 @@ class OfferRecords:
         return f"{self._prefix}offer:{org}:{offer_id}"
 
     async def create(self, record: OfferRecord) -> None:
-        key = self.key(record.org, record.offer_id)
-        mapping = {
-            "request_id": record.request_id,
-            "helper_id": record.helper_id,
-            "region": record.region,
-            "status": record.status,
-        }
+        await self.create_many([record])
+
+    async def create_many(self, records: Iterable[OfferRecord]) -> None:
+        """Write records in one round trip; a status already there (moved by an answer that
+        came first) is kept, each record's fields are set atomically (MULTI)."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "status", record.status)
-            pipe.hset(key, mapping={k: v for k, v in mapping.items() if k != "status"})
-            pipe.expire(key, RECORD_TTL_S)
-            await pipe.execute()
+            for record in records:
+                key = self.key(record.org, record.offer_id)
+                pipe.hsetnx(key, "status", record.status)
+                pipe.hset(
+                    key,
+                    mapping={
+                        "request_id": record.request_id,
+                        "helper_id": record.helper_id,
+                        "region": record.region,
+                    },
+                )
+                pipe.expire(key, RECORD_TTL_S)
+            if pipe:
+                await pipe.execute()
 
     async def get(self, org: str, offer_id: str) -> OfferRecord | None:
         raw: dict[Any, Any] = await self._redis.hgetall(self.key(org, offer_id))

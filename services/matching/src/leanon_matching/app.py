@@ -81,8 +81,8 @@ def create_app(settings: MatchingSettings) -> Starlette:
                     )
                     commands.append((command, t["region"]))
                 await bus.publish_many(topics.requests, commands)
+                await timers.done(due)
                 for t in due:
-                    await timers.done(t)
                     metrics.TIMERS_FIRED.labels(t["kind"]).inc()
             except asyncio.CancelledError:
                 raise

@@ -8,7 +8,8 @@ zombie after a rebalance, cannot both win the last slot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from redis.asyncio import Redis
@@ -66,6 +67,20 @@ return out
 
 
 RECENT_DAYS = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A slot to reserve for an offer: the helper's window from start to end."""
+
+    org: str
+    helper_id: str
+    offer_id: str
+    start: datetime
+    end: datetime
+    capacity: int
+
+
 RECENT_TTL_S = (RECENT_DAYS + 1) * 24 * 3600
 
 
@@ -100,6 +115,23 @@ class Reservations:
         ]
         return bool(await self._reserve(keys=[self.key(org, helper_id)], args=args))
 
+    async def reserve_many(self, holds: Sequence[Hold], now: datetime) -> list[bool]:
+        """`reserve` for many offers in one pipelined round trip; each stays atomic on its own,
+        so two holds on one helper are decided in order."""
+        if not holds:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for h in holds:
+                args: list[str | int] = [
+                    h.offer_id,
+                    int(h.start.timestamp()),
+                    int(h.end.timestamp()),
+                    h.capacity,
+                    int(now.timestamp()),
+                ]
+                await self._reserve(keys=[self.key(h.org, h.helper_id)], args=args, client=pipe)
+            return [bool(r) for r in await pipe.execute()]
+
     async def release(self, org: str, helper_id: str, offer_id: str) -> None:
         await self._r.hdel(self.key(org, helper_id), offer_id)
 
@@ -107,12 +139,17 @@ class Reservations:
         return f"{self._p}offers:{org}:{day:%Y%m%d}"
 
     async def count_offer(self, org: str, helper_id: str, now: datetime) -> None:
-        """One more offer today for the helper: the fairness score looks back a week."""
-        key = self._recent_key(org, now)
+        await self.count_offers([(org, helper_id)], now)
+
+    async def count_offers(self, offers: Iterable[tuple[str, str]], now: datetime) -> None:
+        """One more offer today for each (org, helper): the fairness score looks back a week."""
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, helper_id, 1)
-            pipe.expire(key, RECENT_TTL_S)
-            await pipe.execute()
+            for org, helper_id in offers:
+                key = self._recent_key(org, now)
+                pipe.hincrby(key, helper_id, 1)
+                pipe.expire(key, RECENT_TTL_S)
+            if pipe:
+                await pipe.execute()
 
     def load_query(self, org: str, now: datetime) -> LoadQuery:
         """What the candidate search needs to return loads with the helpers it finds."""

@@ -8,9 +8,10 @@ publishes all outboxes of the batch at once and then clears them, before offsets
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -23,8 +24,8 @@ from leanon_matching.domain.lifecycle import Change, Offer, RequestState
 from leanon_matching.domain.model import Request, Scored, Weights
 from leanon_matching.domain.scoring import score
 from leanon_matching.index import HelperIndex
-from leanon_matching.reservations import Reservations
-from leanon_matching.store import RequestStore, Timers
+from leanon_matching.reservations import Hold, Reservations
+from leanon_matching.store import Loaded, RequestStore, Timers
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.models import RequestSubmission
@@ -32,6 +33,7 @@ from leanon_shared.offers import OfferRecord, OfferRecords
 
 log = logging.getLogger(__name__)
 OFFER_NAMESPACE = uuid.UUID("6b3c1f1e-8a57-4a53-9a35-3f0a4e9c2d10")
+LANES = 32  # requests whose commands are applied at once within a batch
 RE_OFFER = frozenset({ev.OFFER_DECLINED_EVT, ev.OFFER_EXPIRED, ev.OFFER_DROPPED_EVT})
 
 
@@ -91,30 +93,43 @@ class Matcher:
         self.publish = publish
         self.config = config
         self.clock = clock
-        self._dirty: dict[tuple[str, str], tuple[RequestState, dict[str, Any]]] = {}
+        self._dirty: dict[tuple[str, str], Loaded] = {}
+        self._loaded: dict[tuple[str, str], Loaded | None] = {}
+        self._concurrency = asyncio.Semaphore(LANES)
 
     # -- entry points ----------------------------------------------------------------------
     async def handle_batch(self, commands: Sequence[CloudEvent]) -> None:
-        """Apply commands in order; runs of submissions are assigned together."""
-        run: list[CloudEvent] = []
-        for command in commands:
-            if command.type == ev.REQUEST_SUBMITTED:
-                run.append(command)
-                continue
-            if run:
-                await self._submit_all(run)
-                run = []
-            await self.handle(command)
-        if run:
-            await self._submit_all(run)
+        """Apply a consumer batch: its submissions are assigned together, then the other
+        commands are applied, in order per request and concurrently across requests.
+
+        Every request the batch names is read in one round trip first; what a command
+        changes is saved before the next command on that request reads it.
+        """
+        keys = {_key(command) for command in commands}
+        self._loaded = await self.store.load_many(keys)
+        try:
+            submissions = [c for c in commands if c.type == ev.REQUEST_SUBMITTED]
+            if submissions:
+                await self._submit_all(submissions)
+            lanes: dict[tuple[str, str], list[CloudEvent]] = {}
+            for command in commands:
+                if command.type != ev.REQUEST_SUBMITTED:
+                    lanes.setdefault(_key(command), []).append(command)
+            await _all(self._lane(lane) for lane in lanes.values())
+        finally:
+            self._loaded = {}
+
+    async def _lane(self, commands: list[CloudEvent]) -> None:
+        async with self._concurrency:
+            for command in commands:
+                await self.handle(command)
 
     async def handle(self, command: CloudEvent) -> None:
         if command.type == ev.REQUEST_SUBMITTED:
             await self._submit_all([command])
             return
-        org = command.ext(ev.ORG_EXTENSION) or ""
-        request_id = (command.data or {}).get("request_id") or command.subject or ""
-        loaded = await self.store.load(org, request_id)
+        org, request_id = _key(command)
+        loaded = await self._load(org, request_id)
         if loaded is None:
             log.warning("command %s for unknown request %s/%s", command.type, org, request_id)
             return
@@ -137,7 +152,7 @@ class Matcher:
         await self._release(org, state, work.changes)
         if any(c.type in RE_OFFER for c in work.changes):
             await self._offer([work])
-        await self._commit(work)
+        await self._commit([work])
 
     async def flush(self) -> int:
         """Publish the outboxes of every request touched since the last flush, then clear them.
@@ -150,9 +165,14 @@ class Matcher:
         dirty, self._dirty = self._dirty, {}
         events = [CloudEvent(**e) for _, raw in dirty.values() for e in raw["outbox"]]
         await self.publish(events)
-        for state, raw in dirty.values():
-            await self.store.save(state, raw | {"outbox": []})
+        await self.store.save_many((state, raw | {"outbox": []}) for state, raw in dirty.values())
         return len(events)
+
+    async def _load(self, org: str, request_id: str) -> Loaded | None:
+        """The request as this batch last saw it (read ahead by handle_batch), else Redis."""
+        if (org, request_id) in self._loaded:
+            return self._loaded[(org, request_id)]
+        return await self.store.load(org, request_id)
 
     # -- ranking ---------------------------------------------------------------------------
     async def rank(self, request: Request, asked: frozenset[str] = frozenset()) -> Ranking:
@@ -200,6 +220,7 @@ class Matcher:
     # -- steps -----------------------------------------------------------------------------
     async def _submit_all(self, commands: list[CloudEvent]) -> None:
         work: list[Open] = []
+        expiries: list[tuple[dict[str, str], float]] = []
         seen: set[tuple[str, str]] = set()
         for command in commands:
             org = command.ext(ev.ORG_EXTENSION) or ""
@@ -208,7 +229,7 @@ class Matcher:
             if (org, request_id) in seen:
                 continue
             seen.add((org, request_id))
-            existing = await self.store.load(org, request_id)
+            existing = await self._load(org, request_id)
             if existing is not None:  # a redelivery: publish whatever is still in the outbox
                 state, raw = existing
                 if raw.get("outbox"):
@@ -222,91 +243,117 @@ class Matcher:
             )
             accepted = Change(ev.REQUEST_ACCEPTED, {"helpers_needed": request.helpers_needed})
             work.append(Open(state, raw, request, [accepted]))
-            await self.timers.schedule(
-                {"kind": "expiry", "org": org, "request_id": request_id, "region": region},
-                request.expires_at.timestamp(),
+            expiries.append(
+                (
+                    {"kind": "expiry", "org": org, "request_id": request_id, "region": region},
+                    request.expires_at.timestamp(),
+                )
             )
+        await self.timers.schedule_many(expiries)
         await self._offer(work)
-        for item in work:
-            await self._commit(item)
+        await self._commit(work)
 
     async def _offer(self, work: list[Open]) -> None:
         """Rank candidates for each request, assign them jointly, reserve, make offers."""
-        needs, rankings = [], []
+        rankings = list(
+            await asyncio.gather(*(self.rank(item.request, item.state.asked) for item in work))
+        )
+        needs: list[Need] = []
         remaining: dict[str, int] = {}
-        for item in work:
-            ranking = await self.rank(item.request, item.state.asked)
+        for item, ranking in zip(work, rankings, strict=True):
             for helper_id, left in ranking.remaining.items():
                 remaining[helper_id] = min(left, remaining.get(helper_id, left))
-            rankings.append(ranking)
             needs.append(Need(item.request, self.wanted(item.state, item.request), ranking.ranked))
         chosen = assign(needs, remaining, joint=self.config.joint_assignment)
-        for item, need, ranking, picks in zip(work, needs, rankings, chosen, strict=True):
-            full = await self._make_offers(item, picks)
-            if len(picks) - full < need.wanted:  # a reservation lost a race: try the rest
+        now = self.clock()
+        holds = [(item, pick) for item, picks in zip(work, chosen, strict=True) for pick in picks]
+        won = await self.reservations.reserve_many([_hold(i, p) for i, p in holds], now)
+        made: list[tuple[Open, Offer]] = []
+        full = dict.fromkeys(range(len(work)), 0)
+        by_item = {id(item): n for n, item in enumerate(work)}
+        for (item, pick), ok in zip(holds, won, strict=True):
+            if ok:
+                made.append((item, self._add_offer(item, pick, now)))
+            else:
+                full[by_item[id(item)]] += 1
+        for n, (item, need, ranking, picks) in enumerate(
+            zip(work, needs, rankings, chosen, strict=True)
+        ):
+            if len(picks) - full[n] < need.wanted:  # a reservation lost a race: try the rest
                 rest = [s for s in ranking.ranked if s not in picks]
-                full += await self._make_offers(
-                    item, rest, limit=self.wanted(item.state, item.request)
+                full[n] += await self._offer_one_by_one(
+                    item, rest, self.wanted(item.state, item.request), now, made
                 )
             if self.wanted(item.state, item.request) > 0 and not item.state.open_offers:
                 reason = explain(item.request, ranking.rejected, ranking.examined)
-                if full:
-                    reason += f"; {full} were booked by other requests meanwhile"
+                if full[n]:
+                    reason += f"; {full[n]} were booked by other requests meanwhile"
                 settled = item.state.settle_after_search(reason)
                 if settled:
                     metrics.UNMATCHED.inc()
                 item.changes += settled
+        await self._record_offers(made)
 
-    async def _make_offers(self, item: Open, picks: list[Scored], limit: int | None = None) -> int:
-        """Reserve and offer each pick in turn; returns how many were already fully booked."""
-        request, state = item.request, item.state
-        now = self.clock()
-        expires = min(now + timedelta(seconds=self.config.offer_ttl_s), request.expires_at)
-        full = made = 0
-        for candidate in picks:
-            if limit is not None and made >= limit:
+    async def _offer_one_by_one(
+        self, item: Open, candidates: list[Scored], limit: int, now: datetime, made: list[Any]
+    ) -> int:
+        """Reserve candidates in turn until `limit` offers are made; returns how many were
+        already fully booked."""
+        full = 0
+        for candidate in candidates:
+            if limit <= 0:
                 break
-            helper = candidate.helper
-            offer_id = str(uuid.uuid5(OFFER_NAMESPACE, f"{request.org}/{request.id}/{helper.id}"))
-            if not await self.reservations.reserve(
-                request.org,
-                helper.id,
-                offer_id,
-                request.window.start,
-                request.window.end,
-                helper.capacity,
-                now,
-            ):
+            if (await self.reservations.reserve_many([_hold(item, candidate)], now))[0]:
+                made.append((item, self._add_offer(item, candidate, now)))
+                limit -= 1
+            else:
                 full += 1
-                continue
-            offer = Offer(
-                offer_id,
-                helper.id,
-                "offered",
-                round(candidate.score, 4),
-                {k: round(v, 4) for k, v in candidate.breakdown.items()},
-                expires.isoformat(),
-            )
-            await self.offers.create(
-                OfferRecord(request.org, offer_id, request.id, helper.id, request.region, "offered")
-            )
-            await self.timers.schedule(
-                {
-                    "kind": "offer",
-                    "org": request.org,
-                    "request_id": request.id,
-                    "region": request.region,
-                    "offer_id": offer_id,
-                },
-                expires.timestamp(),
-            )
-            await self.reservations.count_offer(request.org, helper.id, now)
-            change = state.add_offer(offer)
-            change.data = self._offer_created(request, offer)
-            item.changes.append(change)
-            metrics.OFFERS.inc()
-            made += 1
         return full
+
+    def _add_offer(self, item: Open, candidate: Scored, now: datetime) -> Offer:
+        """The offer on the request's state, with its offer.created change (not yet stored)."""
+        request = item.request
+        expires = min(now + timedelta(seconds=self.config.offer_ttl_s), request.expires_at)
+        offer = Offer(
+            _offer_id(request, candidate.helper.id),
+            candidate.helper.id,
+            "offered",
+            round(candidate.score, 4),
+            {k: round(v, 4) for k, v in candidate.breakdown.items()},
+            expires.isoformat(),
+        )
+        change = item.state.add_offer(offer)
+        change.data = self._offer_created(request, offer)
+        item.changes.append(change)
+        metrics.OFFERS.inc()
+        return offer
+
+    async def _record_offers(self, made: list[tuple[Open, Offer]]) -> None:
+        """The offer records, timeout timers and fairness counts of the offers made, written
+        before any offer is announced (their events leave only with `flush`)."""
+        if not made:
+            return
+        records, timers = [], []
+        for item, offer in made:
+            r = item.request
+            records.append(
+                OfferRecord(r.org, offer.offer_id, r.id, offer.helper_id, r.region, "offered")
+            )
+            member = {
+                "kind": "offer",
+                "org": r.org,
+                "request_id": r.id,
+                "region": r.region,
+                "offer_id": offer.offer_id,
+            }
+            timers.append((member, datetime.fromisoformat(offer.expires_at).timestamp()))
+        await asyncio.gather(
+            self.offers.create_many(records),
+            self.timers.schedule_many(timers),
+            self.reservations.count_offers(
+                ((item.request.org, offer.helper_id) for item, offer in made), self.clock()
+            ),
+        )
 
     async def _time_out(self, state: RequestState, offer_id: str) -> list[Change]:
         moved = await self.offers.move(state.org, offer_id, "expired")
@@ -324,17 +371,22 @@ class Matcher:
                     await self.offers.move(org, offer_id, "withdrawn")
                 await self.reservations.release(org, offer.helper_id, offer_id)
 
-    async def _commit(self, item: Open) -> None:
-        """Save the state with its outbox; `flush` publishes it with the rest of the batch."""
-        state = item.state
-        outbox = [
-            *item.raw.get("outbox", []),
-            *(self._event_dict(self._to_event(item, c)) for c in item.changes),
-        ]
-        raw = item.raw | {"outbox": outbox}
-        await self.store.save(state, raw)
-        if outbox:
-            self._dirty[(state.org, state.request_id)] = (state, raw)
+    async def _commit(self, work: list[Open]) -> None:
+        """Save each state with its outbox (one round trip); `flush` publishes the outboxes
+        with the rest of the batch."""
+        saved = []
+        for item in work:
+            state = item.state
+            outbox = [
+                *item.raw.get("outbox", []),
+                *(self._event_dict(self._to_event(item, c)) for c in item.changes),
+            ]
+            raw = item.raw | {"outbox": outbox}
+            saved.append((state, raw))
+            self._loaded[(state.org, state.request_id)] = (state, raw)
+            if outbox:
+                self._dirty[(state.org, state.request_id)] = (state, raw)
+        await self.store.save_many(saved)
 
     # -- event shapes ----------------------------------------------------------------------
     def _request(self, org: str, raw: dict[str, Any]) -> Request:
@@ -387,3 +439,32 @@ class Matcher:
             "data": event.data,
             "extensions": dict(event.extensions),
         }
+
+
+def _key(command: CloudEvent) -> tuple[str, str]:
+    """(org, request id) a command is about."""
+    data = command.data if isinstance(command.data, dict) else {}
+    return command.ext(ev.ORG_EXTENSION) or "", data.get("request_id") or command.subject or ""
+
+
+def _offer_id(request: Request, helper_id: str) -> str:
+    """The same request and helper always make the same offer id: a redelivery re-reserves
+    the slot it already holds instead of taking a second."""
+    return str(uuid.uuid5(OFFER_NAMESPACE, f"{request.org}/{request.id}/{helper_id}"))
+
+
+def _hold(item: Open, candidate: Scored) -> Hold:
+    r = item.request
+    helper = candidate.helper
+    return Hold(
+        r.org, helper.id, _offer_id(r, helper.id), r.window.start, r.window.end, helper.capacity
+    )
+
+
+async def _all(calls: Iterable[Awaitable[None]]) -> None:
+    """Run all to the end, then raise the first error if any did (unlike gather, none is
+    left running behind the caller's back)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ from redis.asyncio import Redis
 from leanon_matching.domain.lifecycle import RequestState
 
 STATE_TTL_S = 14 * 24 * 3600
+Loaded = tuple[RequestState, dict[str, Any]]
 
 # KEYS[1] timers zset; ARGV: now, lease_s, limit. Returns due members, leased for lease_s so
 # that a crash between reading and publishing fires them again rather than losing them.
@@ -32,16 +34,37 @@ class RequestStore:
     def _key(self, org: str, request_id: str) -> str:
         return f"{self._p}req:{org}:{request_id}"
 
-    async def load(self, org: str, request_id: str) -> tuple[RequestState, dict[str, Any]] | None:
-        raw = await self._r.get(self._key(org, request_id))
-        if raw is None:
-            return None
-        body = orjson.loads(raw)
-        return RequestState.from_dict(body["state"]), body["request"]
+    async def load(self, org: str, request_id: str) -> Loaded | None:
+        return (await self.load_many([(org, request_id)]))[(org, request_id)]
+
+    async def load_many(
+        self, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], Loaded | None]:
+        """Many requests in one round trip (MGET); None for those never saved."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        raws = await self._r.mget([self._key(org, request_id) for org, request_id in keys])
+        return {key: _decode(raw) for key, raw in zip(keys, raws, strict=True)}
 
     async def save(self, state: RequestState, request: dict[str, Any]) -> None:
-        body = orjson.dumps({"state": state.to_dict(), "request": request})
-        await self._r.set(self._key(state.org, state.request_id), body, ex=STATE_TTL_S)
+        await self.save_many([(state, request)])
+
+    async def save_many(self, items: Iterable[tuple[RequestState, dict[str, Any]]]) -> None:
+        """Many requests in one pipelined round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for state, request in items:
+                body = orjson.dumps({"state": state.to_dict(), "request": request})
+                pipe.set(self._key(state.org, state.request_id), body, ex=STATE_TTL_S)
+            if pipe:
+                await pipe.execute()
+
+
+def _decode(raw: bytes | str | None) -> Loaded | None:
+    if raw is None:
+        return None
+    body = orjson.loads(raw)
+    return RequestState.from_dict(body["state"]), body["request"]
 
 
 class Timers:
@@ -53,13 +76,19 @@ class Timers:
         self._lease = redis.register_script(_LEASE_DUE)
 
     async def schedule(self, member: dict[str, str], due_epoch: float) -> None:
-        await self._r.zadd(
-            self._key, {orjson.dumps(member, option=orjson.OPT_SORT_KEYS): due_epoch}
-        )
+        await self.schedule_many([(member, due_epoch)])
+
+    async def schedule_many(self, timers: Iterable[tuple[dict[str, str], float]]) -> None:
+        """Many timers in one ZADD."""
+        mapping = {orjson.dumps(m, option=orjson.OPT_SORT_KEYS): due for m, due in timers}
+        if mapping:
+            await self._r.zadd(self._key, mapping)
 
     async def lease_due(self, now_epoch: float, lease_s: float, limit: int) -> list[dict[str, str]]:
         raw = await self._lease(keys=[self._key], args=[now_epoch, lease_s, limit])
         return [orjson.loads(m) for m in raw]
 
-    async def done(self, member: dict[str, str]) -> None:
-        await self._r.zrem(self._key, orjson.dumps(member, option=orjson.OPT_SORT_KEYS))
+    async def done(self, members: Iterable[dict[str, str]]) -> None:
+        encoded = [orjson.dumps(m, option=orjson.OPT_SORT_KEYS) for m in members]
+        if encoded:
+            await self._r.zrem(self._key, *encoded)
