@@ -553,7 +553,7 @@ class Profiler:
         procs = [
             subprocess.Popen(
                 [self.spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                 "--rate", "100", "--nonblocking", "--format", "raw",
+                 "--rate", "100", "--nonblocking", "--gil", "--format", "raw",
                  "--output", str(self.out / f"{svc}-{rate}.txt")],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -1158,7 +1158,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
     results["raw"] = (
-        {"steps": [], "sustainable_per_s": 0, "skipped": True}
+        {"steps": [], "sustainable_per_s": 0, "skipped": True, "lower_bound": False}
         if args.no_raw
         else await raw_run(args.rates, args.seconds, args, shared)
     )

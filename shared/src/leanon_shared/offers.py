@@ -13,18 +13,19 @@ from typing import Any
 from redis.asyncio import Redis
 
 # KEYS[1] = offer key; ARGV[1] = new status; ARGV[2..] = statuses it may move from.
-# Returns "ok" (moved), "same" (already there: a repeat), "missing", or the current status.
+# Returns {outcome, request_id, helper_id, region}: outcome is "ok" (moved), "same" (already
+# there: a repeat), "missing", or the current status that blocks the move.
 _TRANSITION = """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return 'missing' end
-if current == ARGV[1] then return 'same' end
+local f = redis.call('HMGET', KEYS[1], 'status', 'request_id', 'helper_id', 'region')
+if not f[1] then return {'missing'} end
+if f[1] == ARGV[1] then return {'same', f[2], f[3], f[4]} end
 for i = 2, #ARGV do
-  if current == ARGV[i] then
+  if f[1] == ARGV[i] then
     redis.call('HSET', KEYS[1], 'status', ARGV[1])
-    return 'ok'
+    return {'ok', f[2], f[3], f[4]}
   end
 end
-return current
+return {f[1], f[2], f[3], f[4]}
 """
 
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
@@ -96,10 +97,23 @@ class OfferRecords:
 
     async def move(self, org: str, offer_id: str, to: str) -> str:
         """Move to `to` if allowed; returns 'ok', 'same', 'missing' or the blocking status."""
-        result = await self._transition(
-            keys=[self.key(org, offer_id)], args=[to, *ALLOWED_FROM[to]]
-        )
-        return _s(result)
+        return (await self.move_returning(org, offer_id, to))[0]
+
+    async def move_returning(
+        self, org: str, offer_id: str, to: str
+    ) -> tuple[str, OfferRecord | None]:
+        """`move`, and the record as it was found (None when missing), in one round trip."""
+        result = [
+            _s(v)
+            for v in await self._transition(
+                keys=[self.key(org, offer_id)], args=[to, *ALLOWED_FROM[to]]
+            )
+        ]
+        if result[0] == "missing":
+            return "missing", None
+        outcome, request_id, helper_id, region = result
+        found = to if outcome in ("ok", "same") else outcome
+        return outcome, OfferRecord(org, offer_id, request_id, helper_id, region, found)
 
 
 def _s(value: Any) -> str:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from leanon_intake import metrics
 from leanon_intake.errors import IntakeError
 from leanon_intake.readmodel import NewStatus, RequestStatuses, SeenEvents
-from leanon_intake.service import Intake
+from leanon_intake.service import UNKNOWN, Intake
 from leanon_shared import cloudevents
 from leanon_shared import events as ev
 from leanon_shared.kafka import EventBus
@@ -29,13 +30,30 @@ class Rejected(Exception):
         self.detail = detail
 
 
-def _subject(event: cloudevents.CloudEvent) -> str:
-    from pydantic import TypeAdapter
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 
+
+def _subject(event: cloudevents.CloudEvent) -> str:
     try:
-        return TypeAdapter(Identifier).validate_python(event.subject)
+        return _IDENTIFIER.validate_python(event.subject)
     except ValidationError as exc:
         raise Rejected("bad-subject", "subject must be an id of 1-128 [A-Za-z0-9._:-]") from exc
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a batch of CloudEvents read ahead, and the writes it leaves for its end.
+
+    `known` holds the stored status of each submission (used once: applying the submission
+    changes it); `seen` the dedupe keys applied before or earlier in this batch; `marks` the
+    keys applied now, and `statuses` the new requests' statuses, written in one round trip
+    each once the batch's commands are published.
+    """
+
+    known: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    marks: list[tuple[str, str]] = field(default_factory=list)
+    statuses: list[NewStatus] = field(default_factory=list)
 
 
 class IntakeEvents:
@@ -62,6 +80,7 @@ class IntakeEvents:
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         lanes: dict[object, list[tuple[ConsumerRecord[bytes, bytes], Any]]] = {}
         submitted: list[tuple[str, str]] = []
+        others: list[tuple[str, str]] = []
         for record in records:
             try:
                 event: Any = cloudevents.decode(record.value, record.headers)
@@ -71,39 +90,44 @@ class IntakeEvents:
                     submitted.append((org, _submitted_id(event)))
                 else:
                     lane = (org, event.subject or event.dedupe_key)
+                    others.append((org, event.dedupe_key))
             except cloudevents.InvalidEvent as exc:
                 event, lane = exc, record.key or id(record)
             lanes.setdefault(lane, []).append((record, event))
-        # one round trip for the stored status of every submission in the batch
-        known = dict(zip(submitted, await self.intake.statuses.get_many(submitted), strict=True))
-        # A lane of one event writes its new status with everyone else's after the batch; a
-        # longer lane writes at once, since its next event may need it.
-        deferred: list[NewStatus] = []
-        outcomes = await asyncio.gather(
-            *(
-                self._lane(items, known, deferred if len(items) == 1 else None)
-                for items in lanes.values()
-            ),
-            return_exceptions=True,
+        # one round trip each for the stored status of every submission and for which of the
+        # other events were applied before
+        statuses, seen = await asyncio.gather(
+            self.intake.statuses.get_many(submitted), self.seen.seen_many(others)
         )
+        batch = Batch(
+            known=dict(zip(submitted, statuses, strict=True)),
+            seen={key for key, was in zip(others, seen, strict=True) if was},
+        )
+        try:
+            outcomes = await asyncio.gather(
+                *(self._lane(items, batch, single=len(items) == 1) for items in lanes.values()),
+                return_exceptions=True,
+            )
+        finally:
+            # what was applied is recorded even when another lane failed: the batch comes
+            # again, and these need not be applied twice
+            await asyncio.gather(
+                self.intake.statuses.create_many(batch.statuses), self.seen.mark_many(batch.marks)
+            )
         # A failure that is not the event's fault (Redis or Kafka away) fails the whole batch,
         # which then comes again; every step is idempotent.
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        await self.intake.statuses.create_many(deferred)
 
     async def _lane(
-        self,
-        items: list[tuple[ConsumerRecord[bytes, bytes], Any]],
-        known: Known,
-        deferred: list[NewStatus] | None,
+        self, items: list[tuple[ConsumerRecord[bytes, bytes], Any]], batch: Batch, single: bool
     ) -> None:
         for record, event in items:
             try:
                 if isinstance(event, cloudevents.InvalidEvent):
                     raise event
-                if await self.apply(event, known, deferred):
+                if await self.apply(event, batch, single):
                     metrics.INGESTED.labels("ok").inc()
                 else:
                     metrics.INGESTED.labels("duplicate").inc()
@@ -120,15 +144,13 @@ class IntakeEvents:
         await self.bus.dead_letter(self.dlq_topic, record, code, detail)
 
     async def apply(
-        self,
-        event: cloudevents.CloudEvent,
-        known: Known | None = None,
-        deferred: list[NewStatus] | None = None,
+        self, event: cloudevents.CloudEvent, batch: Batch | None = None, single: bool = False
     ) -> bool:
         """Apply one event; False when this source + id was applied before.
 
-        `known` holds statuses read ahead for submissions; each is used once, since applying
-        the submission changes it.
+        With a `batch`, reads come from what it read ahead and the final writes are left to
+        it; `single` says no later event in the batch is about the same subject, so even a
+        new request's status can wait for the batch's end.
         """
         org = event.ext(ev.ORG_EXTENSION)
         if not org:
@@ -141,12 +163,20 @@ class IntakeEvents:
         if event.type == ev.REQUEST_SUBMITTED:
             # The request id (default: source + id) is the dedupe key already.
             submission = RequestSubmission.model_validate(data)
-            default_id = _safe_id(f"{event.source}:{event.id}"[:128])
+            request_id = submission.id or _default_id(event)
+            known = batch.known.pop((org, request_id), UNKNOWN) if batch else UNKNOWN
             submitted = await self.intake.submit_request(
-                org, submission, submission.id or default_id
+                org,
+                submission,
+                request_id,
+                known=known,
+                deferred=batch.statuses if batch and single else None,
             )
             return submitted.created
-        if await self.seen.seen(org, event.dedupe_key):
+        key = (org, event.dedupe_key)
+        if batch is not None and key in batch.seen:
+            return False
+        if batch is None and await self.seen.seen(org, event.dedupe_key):
             return False
         if event.type == ev.HELPER_UPSERTED:
             await self.intake.upsert_helper(
@@ -158,11 +188,12 @@ class IntakeEvents:
             await self.intake.cancel_request(org, _subject(event))
         else:
             await self.intake.answer_offer(org, _subject(event), ev.OFFER_ANSWERS[event.type])
-        await self.seen.mark(org, event.dedupe_key)
+        if batch is None:
+            await self.seen.mark_many([key])
+        else:
+            batch.seen.add(key)
+            batch.marks.append(key)
         return True
-
-
-Known = dict[tuple[str, str], dict[str, Any] | None]
 
 
 def _default_id(event: cloudevents.CloudEvent) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,8 +74,20 @@ class SeenEvents:
     async def seen(self, org: str, dedupe_key: str) -> bool:
         return bool(await self._r.exists(self._key(org, dedupe_key)))
 
-    async def mark(self, org: str, dedupe_key: str) -> None:
-        await self._r.set(self._key(org, dedupe_key), b"1", ex=self.TTL_S)
+    async def seen_many(self, keys: Sequence[tuple[str, str]]) -> list[bool]:
+        """For each (org, dedupe key): applied before? One round trip."""
+        if not keys:
+            return []
+        found = await self._r.mget([self._key(org, k) for org, k in keys])
+        return [v is not None for v in found]
+
+    async def mark_many(self, keys: Sequence[tuple[str, str]]) -> None:
+        if not keys:
+            return
+        async with self._r.pipeline(transaction=False) as pipe:
+            for org, k in keys:
+                pipe.set(self._key(org, k), b"1", ex=self.TTL_S)
+            await pipe.execute()
 
 
 @dataclass(frozen=True, slots=True)

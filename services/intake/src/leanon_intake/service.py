@@ -194,10 +194,9 @@ class Intake:
 
         A repeated answer is answered again and re-sent: matching applies it once.
         """
-        record = await self.offers.get(org, offer_id)
+        moved, record = await self.offers.move_returning(org, offer_id, answer)
         if record is None:
             raise NotFound(f"offer {offer_id!r} not found")
-        moved = await self.offers.move(org, offer_id, answer)
         if moved not in ("ok", "same"):
             raise Conflict(f"offer {offer_id!r} is {moved}; it can no longer be {answer}")
         command = CloudEvent(
