@@ -148,6 +148,7 @@ class Step:
     match: HdrHistogram = field(default_factory=histogram)
     lag_max: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
     drained: bool = True
 
     @property
@@ -177,6 +178,7 @@ class Step:
             "matched_latency": percentiles(self.match),
             "lag_max": self.lag_max,
             "cpu_cores": self.cpu,
+            "cpu_ms_per_request": self.cpu_ms,
         }
 
 
@@ -290,14 +292,19 @@ class CpuMeter:
         self.machine_before = machine_busy()
         self.t0 = time.monotonic()
 
-    def cores(self) -> dict[str, float]:
-        """CPU used per process since start(), in cores (1.0 = one core busy all the time)."""
-        wall = max(time.monotonic() - self.t0, 1e-3)
+    def used(self) -> dict[str, float]:
+        """CPU seconds used per process since start()."""
         out = {}
         for name, pid in self.pids.items():
             now, before = cpu_seconds(pid), self.before.get(name)
             if now is not None and before is not None:
-                out[name] = round((now - before) / wall, 2)
+                out[name] = now - before
+        return out
+
+    def cores(self) -> dict[str, float]:
+        """CPU used per process since start(), in cores (1.0 = one core busy all the time)."""
+        wall = max(time.monotonic() - self.t0, 1e-3)
+        out = {name: round(seconds / wall, 2) for name, seconds in self.used().items()}
         busy, total = machine_busy()
         b0, t0 = self.machine_before
         if total > t0:
@@ -552,9 +559,22 @@ class Profiler:
     def __call__(self, rate: int, seconds: float) -> Callable[[], None]:
         procs = [
             subprocess.Popen(
-                [self.spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                 "--rate", "100", "--nonblocking", "--gil", "--format", "raw",
-                 "--output", str(self.out / f"{svc}-{rate}.txt")],
+                [
+                    self.spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(max(1, int(seconds))),
+                    "--rate",
+                    "100",
+                    "--nonblocking",
+                    "--gil",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(self.out / f"{svc}-{rate}.txt"),
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -763,6 +783,12 @@ async def run_steps(
             if finish_profile:
                 finish_profile()
         step.cpu = cpu.cores()
+        # CPU per request sent: steadier than latency on a shared machine, and what a
+        # change to a service's hot path moves
+        step.cpu_ms = {
+            name.split(" (")[0]: round(seconds * 1000 / max(step.sent, 1), 2)
+            for name, seconds in cpu.used().items()
+        }
         summary = step.summary()
         out.append(summary)
         o, m = summary["offer"], summary["matched_latency"]
@@ -774,6 +800,8 @@ async def run_steps(
             + f" | lag max {lag_text(step.lag_max)}"
             + " | cpu "
             + " ".join(f"{k.split(' (')[0]}={v}" for k, v in step.cpu.items())
+            + " | cpu ms/request "
+            + " ".join(f"{k}={v}" for k, v in step.cpu_ms.items())
         )
         if saturated(summary):
             log(f"{system}: saturated at {rate}/s")
@@ -1102,8 +1130,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Goal: ≥ 10,000/s and ≥ 50%. Took {results['duration_s']:.0f} s.",
         "",
         "| system | offered/s | achieved/s | offer p50 / p99 / p99.9 ms | matched p99 ms "
-        "| unmatched | no outcome | max lag per group | CPU cores per process |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| unmatched | no outcome | max lag per group | CPU cores per process "
+        "| CPU ms per request |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     runs = [("raw aiokafka", raw["steps"])] + [
         (f"LeanOn {r['helpers'] // 1000}k", r.get("steps", [])) for r in results["leanon"]
@@ -1116,7 +1145,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {o['p50_ms']} / {o['p99_ms']} / {o['p999_ms']} "
                 f"| {s['matched_latency']['p99_ms'] if s['matched_latency']['count'] else '-'} "
                 f"| {s['unmatched']} | {s['no_outcome']} | {lag_text(s['lag_max'])} "
-                f"| {', '.join(f'{k} {v}' for k, v in s['cpu_cores'].items())} |"
+                f"| {', '.join(f'{k} {v}' for k, v in s['cpu_cores'].items())} "
+                f"| {', '.join(f'{k} {v}' for k, v in s.get('cpu_ms_per_request', {}).items())} |"
             )
     for r in results["leanon"]:
         if "error" in r:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -31,3 +33,23 @@ async def test_a_refusal_says_how_long_to_wait(redis: Redis, prefix: str) -> Non
     waited = await limiter.wait_s("org")
     assert 0 < waited <= 0.5 + 0.05  # one call every half second
     assert all([await limiter.wait_s("vip") == 0 for _ in range(50)])  # its own override
+
+
+async def test_concurrent_calls_share_one_refill_instead_of_each_calling_redis(
+    redis: Redis, prefix: str
+) -> None:
+    limiter = RateLimiter(redis, prefix, Limit(per_second=1000, burst=2000), {})
+    assert Limit(1000, 2000).block == 50
+    calls = 0
+    take = limiter._take
+
+    async def counted(*args: Any) -> float:
+        nonlocal calls
+        calls += 1
+        return await take(*args)
+
+    limiter._take = counted  # type: ignore[method-assign]
+    # 500 requests in flight at once, as under an HTTP burst: every one finds the block empty
+    waits = await asyncio.gather(*(limiter.wait_s("org") for _ in range(500)))
+    assert waits == [0.0] * 500
+    assert calls <= 500 // 50 + 1  # one Redis call per block of 50, not one per request

@@ -12,6 +12,7 @@ call at a time and stay exact.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -59,21 +60,32 @@ class RateLimiter:
         self._overrides = overrides
         self._script = redis.register_script(_GCRA)
         self._blocks: dict[str, tuple[int, float]] = {}  # org -> (calls left, usable until)
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def wait_s(self, org: str) -> float:
         """0 when the org may make this call now; else how long until it may (seconds)."""
-        now = time.monotonic()
-        left, until = self._blocks.get(org, (0, 0.0))
-        if left > 0 and until > now:
-            self._blocks[org] = (left - 1, until)
+        if self._spend(org):
             return 0.0
-        limit = self._overrides.get(org, self._default)
-        for calls in dict.fromkeys((limit.block, 1)):  # a whole block, else a single call
-            waited = await self._take(org, limit, calls)
-            if not waited:
-                self._blocks[org] = (calls - 1, now + BLOCK_LIFETIME_S)
+        # One Redis call at a time per org: when a block runs out under load, the calls
+        # waiting meanwhile spend the next block instead of each taking one of their own.
+        async with self._locks.setdefault(org, asyncio.Lock()):
+            if self._spend(org):
                 return 0.0
-        return waited
+            limit = self._overrides.get(org, self._default)
+            for calls in dict.fromkeys((limit.block, 1)):  # a whole block, else a single call
+                waited = await self._take(org, limit, calls)
+                if not waited:
+                    self._blocks[org] = (calls - 1, time.monotonic() + BLOCK_LIFETIME_S)
+                    return 0.0
+            return waited
+
+    def _spend(self, org: str) -> bool:
+        """Take one call from the org's local block, if it has one left and still usable."""
+        left, until = self._blocks.get(org, (0, 0.0))
+        if left > 0 and until > time.monotonic():
+            self._blocks[org] = (left - 1, until)
+            return True
+        return False
 
     async def _take(self, org: str, limit: Limit, calls: int) -> float:
         interval_us = 1_000_000 / limit.per_second
