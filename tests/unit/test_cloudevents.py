@@ -1,9 +1,12 @@
 """The shared CloudEvents codec: structured and binary in, structured out."""
 
+import re
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import pytest
 
-from leanon_shared.cloudevents import CloudEvent, InvalidEvent, decode, encode
+from leanon_shared.cloudevents import CloudEvent, InvalidEvent, decode, encode, now_iso
 
 
 def test_structured_round_trip_keeps_every_attribute() -> None:
@@ -95,3 +98,12 @@ def test_binary_mode_without_data_has_no_data(value: bytes | None) -> None:
         ("content-type", b"application/json"),
     ]
     assert decode(value, headers).data is None
+
+
+def test_now_iso_is_rfc3339_utc_with_milliseconds_and_current() -> None:
+    before = datetime.now(UTC)
+    stamp = now_iso()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
+    parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before - timedelta(milliseconds=1) <= parsed <= after

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -53,8 +53,17 @@ class CloudEvent:
         return self.extensions.get(name)
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, reused within it
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now as RFC 3339 with milliseconds, e.g. 2026-11-27T01:02:03.456Z (formatting the
+    date once per second: this runs for every event published)."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def _header_map(headers: Headers | None) -> dict[str, bytes]:
