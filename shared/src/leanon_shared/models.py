@@ -5,6 +5,7 @@ Services convert these to their own domain types; nothing here knows about match
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
@@ -89,8 +90,10 @@ class Availability(WireModel):
         return value
 
 
+@functools.lru_cache(maxsize=4096)
 def host_is_private(host: str) -> bool:
-    """True when the host is a loopback name or a literal internal address (no DNS lookup)."""
+    """True when the host is a loopback name or a literal internal address (no DNS lookup).
+    Cached: every submission with a webhook asks, mostly about the same few hosts."""
     host = host.strip("[]").lower()
     if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,8 +208,11 @@ def _submitted_id(event: cloudevents.CloudEvent) -> str:
     return chosen if isinstance(chosen, str) and chosen else _default_id(event)
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+
+
 def _safe_id(raw: str) -> str:
-    return "".join(c if c.isalnum() or c in "._:-" else "_" for c in raw)
+    return _UNSAFE.sub("_", raw)
 
 
 def _summary(exc: ValidationError) -> str:
