@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 ERROR_HEADER = "x-leanon-error"
 ERROR_DETAIL_HEADER = "x-leanon-error-detail"
 RecordHandler = Callable[[Sequence[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
+# FastStream's batch subscriber polls with getmany(timeout=batch_timeout_ms) and, when that
+# comes back empty, sleeps batch_timeout_ms more before polling again: a record that arrives
+# during the sleep waits for it. At its usual 50 ms that added up to 50 ms to every hop of a
+# quiet system (and ~25 ms on average); 5 ms bounds the wait at the cost of ~100 empty polls
+# a second per idle subscriber.
+POLL_MS = 5
 
 
 def producer(settings: LeanOnSettings, client_id: str) -> AIOKafkaProducer:
@@ -170,7 +176,7 @@ def subscribe_batches(
         group_id=group_id,
         batch=True,
         max_records=max_records,
-        batch_timeout_ms=50,
+        batch_timeout_ms=POLL_MS,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         parser=_raw_batch_parser,
