@@ -102,9 +102,13 @@ async def matching(settings: MatchingSettings) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def rig(
-    infra: Infra, prefix: str, *, instances: int = 1, redis_db: int = 0, **settings: Any
+    infra: Infra, prefix: str, *, instances: int = 1, redis_db: int | None = None, **settings: Any
 ) -> AsyncIterator[Rig]:
-    redis_url = infra.redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    """A matching rig on the suite's Redis database, or on `redis_db` (a test that flushes
+    its database takes one of its own)."""
+    redis_url = (
+        infra.redis_url if redis_db is None else infra.redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    )
     config = MatchingSettings(
         kafka_bootstrap=infra.kafka_bootstrap,
         redis_url=redis_url,
