@@ -95,6 +95,7 @@ class Matcher:
         self.clock = clock
         self._dirty: dict[tuple[str, str], Loaded] = {}
         self._loaded: dict[tuple[str, str], Loaded | None] = {}
+        self._unsaved: dict[tuple[str, str], Loaded] | None = None  # lanes' saves, per batch
         self._concurrency = asyncio.Semaphore(LANES)
 
     # -- entry points ----------------------------------------------------------------------
@@ -107,17 +108,23 @@ class Matcher:
         """
         keys = {_key(command) for command in commands}
         self._loaded = await self.store.load_many(keys)
+        self._unsaved = {}
         try:
             submissions = [c for c in commands if c.type == ev.REQUEST_SUBMITTED]
-            if submissions:
-                await self._submit_all(submissions)
             lanes: dict[tuple[str, str], list[CloudEvent]] = {}
             for command in commands:
                 if command.type != ev.REQUEST_SUBMITTED:
                     lanes.setdefault(_key(command), []).append(command)
-            await _all(self._lane(lane) for lane in lanes.values())
+            try:
+                if submissions:
+                    await self._submit_all(submissions)
+                await _all(self._lane(lane) for lane in lanes.values())
+            finally:
+                # what the batch changed, saved in one round trip; also when a command failed,
+                # since the offers and reservations of the others are made already
+                await self.store.save_many(self._unsaved.values())
         finally:
-            self._loaded = {}
+            self._loaded, self._unsaved = {}, None
 
     async def _lane(self, commands: list[CloudEvent]) -> None:
         async with self._concurrency:
@@ -372,8 +379,8 @@ class Matcher:
                 await self.reservations.release(org, offer.helper_id, offer_id)
 
     async def _commit(self, work: list[Open]) -> None:
-        """Save each state with its outbox (one round trip); `flush` publishes the outboxes
-        with the rest of the batch."""
+        """Save each state with its outbox: at once, or within a batch with everything else
+        the batch changed, in one round trip at its end. `flush` then publishes the outboxes."""
         saved = []
         for item in work:
             state = item.state
@@ -386,7 +393,12 @@ class Matcher:
             self._loaded[(state.org, state.request_id)] = (state, raw)
             if outbox:
                 self._dirty[(state.org, state.request_id)] = (state, raw)
-        await self.store.save_many(saved)
+        if self._unsaved is None:
+            await self.store.save_many(saved)
+        else:
+            self._unsaved.update(
+                ((state.org, state.request_id), (state, raw)) for state, raw in saved
+            )
 
     # -- event shapes ----------------------------------------------------------------------
     def _request(self, org: str, raw: dict[str, Any]) -> Request:
