@@ -28,6 +28,13 @@ end
 return {f[1], f[2], f[3], f[4]}
 """
 
+# KEYS[1] = offer key; ARGV = status, request_id, helper_id, region, ttl seconds.
+_CREATE = """
+redis.call('HSETNX', KEYS[1], 'status', ARGV[1])
+redis.call('HSET', KEYS[1], 'request_id', ARGV[2], 'helper_id', ARGV[3], 'region', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+"""
+
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "accepted": ("offered",),
     "declined": ("offered",),
@@ -55,6 +62,7 @@ class OfferRecords:
         self._redis = redis
         self._prefix = prefix
         self._transition = redis.register_script(_TRANSITION)
+        self._create = redis.register_script(_CREATE)
 
     def key(self, org: str, offer_id: str) -> str:
         return f"{self._prefix}offer:{org}:{offer_id}"
@@ -63,21 +71,18 @@ class OfferRecords:
         await self.create_many([record])
 
     async def create_many(self, records: Iterable[OfferRecord]) -> None:
-        """Write records in one round trip; a status already there (moved by an answer that
-        came first) is kept, each record's fields are set atomically (MULTI)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for record in records:
-                key = self.key(record.org, record.offer_id)
-                pipe.hsetnx(key, "status", record.status)
-                pipe.hset(
-                    key,
-                    mapping={
-                        "request_id": record.request_id,
-                        "helper_id": record.helper_id,
-                        "region": record.region,
-                    },
-                )
-                pipe.expire(key, RECORD_TTL_S)
+        """Write records in one round trip, each atomically (one script call); a status
+        already there (moved by an answer that came first) is kept."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for r in records:
+                args: list[str | int] = [
+                    r.status,
+                    r.request_id,
+                    r.helper_id,
+                    r.region,
+                    RECORD_TTL_S,
+                ]
+                await self._create(keys=[self.key(r.org, r.offer_id)], args=args, client=pipe)
             if pipe:
                 await pipe.execute()
 

@@ -143,10 +143,13 @@ class Reservations:
 
     async def count_offers(self, offers: Iterable[tuple[str, str]], now: datetime) -> None:
         """One more offer today for each (org, helper): the fairness score looks back a week."""
+        keys = set()
         async with self._r.pipeline(transaction=False) as pipe:
             for org, helper_id in offers:
                 key = self._recent_key(org, now)
                 pipe.hincrby(key, helper_id, 1)
+                keys.add(key)
+            for key in keys:
                 pipe.expire(key, RECENT_TTL_S)
             if pipe:
                 await pipe.execute()
