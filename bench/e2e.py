@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hdrh.histogram import HdrHistogram
@@ -44,7 +43,16 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from city import make_helpers, make_requests
-from common import histogram, log, machine, percentiles, write_results
+from common import (
+    NO_CONTENT,
+    UNAUTHORIZED,
+    HttpSink,
+    histogram,
+    log,
+    machine,
+    percentiles,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = "bench"
@@ -373,6 +381,9 @@ def verify(body: bytes, header: str, secret: bytes = SECRET.encode()) -> bool:
 
 
 class Sink:
+    """The helpers' and requesters' webhook endpoint: records when each outcome arrives and
+    accepts every offer by publishing offer.accepted on {prefix}intake, as a platform would."""
+
     def __init__(self, tracker: Tracker, producer: AIOKafkaProducer, intake_topic: str) -> None:
         self.tracker = tracker
         self.producer = producer
@@ -380,26 +391,30 @@ class Sink:
         self.accept_failures = 0
         self.dlq: dict[str, int] = {}  # what intake dead-lettered, by type and code
         self.retries: dict[str, int] = {}
-        self.runner: web.AppRunner | None = None
+        self.server: asyncio.Server | None = None
+        self.sending: set[asyncio.Task[None]] = set()
 
     async def start(self, port: int) -> None:
-        app = web.Application(client_max_size=256 * 1024)
-        app.router.add_post("/{tail:.*}", self.hook)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", port, backlog=1024).start()
+        sink = self
+
+        class Protocol(HttpSink):
+            def respond(self, method: bytes, url: bytes, signature: str, body: bytes) -> bytes:
+                return sink.hook(body, signature)
+
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(Protocol, "127.0.0.1", port, backlog=4096)
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
 
-    async def hook(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    def hook(self, body: bytes, signature: str) -> bytes:
         now = asyncio.get_running_loop().time()
         t = self.tracker
-        if not verify(body, request.headers.get(SIGNATURE, "")):
+        if not verify(body, signature):
             t.bad_signatures += 1
-            return web.Response(status=401)
+            return UNAUTHORIZED
         event = orjson.loads(body)
         kind = event.get("type", "")
         data = event.get("data") or {}
@@ -409,14 +424,16 @@ class Sink:
             offer_id = str(data["offer_id"])
             if offer_id not in t.accepted:
                 t.accepted.add(offer_id)
-                await self.accept(offer_id)
+                task = asyncio.ensure_future(self.accept(offer_id))
+                self.sending.add(task)
+                task.add_done_callback(self.sending.discard)
         elif kind == "org.leanon.request.matched":
             t.was_matched(rid, now)
         elif kind == "org.leanon.request.unmatched":
             t.decided_unmatched(rid, now)
         else:
             t.other[kind] = t.other.get(kind, 0) + 1
-        return web.Response(status=204)
+        return NO_CONTENT
 
     async def accept(self, offer_id: str, attempt: int = 0) -> None:
         future = await self.producer.send(
