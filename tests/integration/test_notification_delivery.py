@@ -117,7 +117,7 @@ async def test_connection_refused_is_retried(infra: Infra, prefix: str) -> None:
         await r.helper("h1", webhook_url=f"http://127.0.0.1:{free_port()}/nobody")
         offer = await r.offer("h1")
         report = await r.report(offer, "failed")
-        assert report["attempts"] == 2 and "ClientConnectorError" in report["reason"]
+        assert report["attempts"] == 2 and "ConnectionRefusedError" in report["reason"]
 
 
 async def test_a_timeout_that_had_in_fact_succeeded_is_the_same_event_again(

@@ -1,21 +1,26 @@
-"""Signed CloudEvents webhooks over a pooled HTTP client, refusing private targets."""
+"""Signed CloudEvents webhooks over pooled keep-alive connections, refusing private targets."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import functools
 import ipaddress
 import socket
 from collections import Counter
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
 
-import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from leanon_notification.connections import Connections, Origin
 from leanon_notification.retries import Outcome, classify_http, permanent, retryable
 from leanon_notification.signing import HEADER, sign
 from leanon_shared.models import is_internal, resolved_address
 
 CONTENT_TYPE = "application/cloudevents+json"
+SIGNATURE_HEADER = HEADER.encode()
 PRIVATE = "target address is private"
 
 
@@ -46,6 +51,58 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+class InvalidUrl(ValueError):
+    """A webhook URL no post can be made to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A webhook URL taken apart once: where to connect and the request's fixed lines."""
+
+    origin: Origin
+    head: bytes  # request line, Host, Content-Type, Authorization: all but the per-post lines
+
+
+@functools.lru_cache(maxsize=8192)
+def target_of(url: str) -> Target:
+    """Raises InvalidUrl for what is not http(s)://host[:port]/..., and for an all-numeric last
+    label (2130706433 is 127.0.0.1 to some resolvers; no real name ends in a number)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https") or not host:
+            raise InvalidUrl(url)
+        if not _is_ip_literal(host):
+            last = host.rstrip(".").rsplit(".", 1)[-1]
+            if last.isdigit() or last.startswith("0x"):
+                raise InvalidUrl(url)
+            host = host.encode("idna").decode("ascii")
+        path = quote(parts.path or "/", safe=PATH_SAFE)
+        if parts.query:
+            path += "?" + quote(parts.query, safe=PATH_SAFE + "?")
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidUrl(url) from exc
+    tls = parts.scheme == "https"
+    origin = Origin(tls, host, port or (443 if tls else 80))
+    lines = [f"POST {path} HTTP/1.1", f"Host: {origin.authority}", f"Content-Type: {CONTENT_TYPE}"]
+    if parts.username is not None:
+        user = unquote(parts.username) + ":" + unquote(parts.password or "")
+        lines.append("Authorization: Basic " + base64.b64encode(user.encode()).decode())
+    return Target(origin, ("\r\n".join(lines) + "\r\n").encode())
+
+
+PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 class WebhookSender:
     """POSTs signed bodies. Each request has its own timeout, and one host may hold at most
     `per_host` deliveries at once: past that it is told "busy" and retried later, so a dead
@@ -57,28 +114,23 @@ class WebhookSender:
         allowed_hosts: frozenset[str],
         timeout_s: float,
         per_host: int = 500,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self._secret = secret
         self._allowed = allowed_hosts
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._per_host = per_host
         self._pending: Counter[str] = Counter()
-        self._session: aiohttp.ClientSession | None = None
+        self._resolver = resolver
+        self._connections: Connections | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=0,
-            limit_per_host=min(self._per_host, 200),
-            ttl_dns_cache=60,
-            resolver=GuardedResolver(self._allowed),
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, skip_auto_headers=("User-Agent",)
-        )
+        resolver = GuardedResolver(self._allowed, self._resolver)
+        self._connections = Connections(resolver, per_origin=min(self._per_host, 200))
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._connections is not None:
+            await self._connections.close()
 
     def _private_literal(self, host: str) -> bool:
         """An IP address in the URL itself (names are checked as they resolve)."""
@@ -90,27 +142,31 @@ class WebhookSender:
             return False
 
     async def send(self, url: str, body: bytes) -> Outcome:
-        assert self._session is not None, "WebhookSender.start() first"
-        host = (urlsplit(url).hostname or "").lower()
+        assert self._connections is not None, "WebhookSender.start() first"
+        try:
+            target = target_of(url)
+        except InvalidUrl:
+            return permanent("invalid url")
+        host = target.origin.host
         if self._private_literal(host):
             return permanent(PRIVATE)
         if self._pending[host] >= self._per_host:
             return retryable("host busy")
         self._pending[host] += 1
-        headers = {"Content-Type": CONTENT_TYPE, HEADER: sign(body, self._secret)}
+        head = b"%s%s: %s\r\nContent-Length: %d\r\n\r\n" % (
+            target.head,
+            SIGNATURE_HEADER,
+            sign(body, self._secret).encode(),
+            len(body),
+        )
         try:
-            async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                return classify_http(response.status, response.headers.get("Retry-After"))
-        except aiohttp.InvalidURL:  # e.g. 2130706433 for 127.0.0.1: never worth another try
-            return permanent("invalid url")
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, PrivateTarget):
-                return permanent(PRIVATE)
+            async with asyncio.timeout(self._timeout_s):
+                answer = await self._connections.post(target.origin, head, body)
+            return classify_http(answer.status, answer.retry_after)
+        except PrivateTarget:
+            return permanent(PRIVATE)
+        except (OSError, TimeoutError) as exc:  # refused, reset, no such name, too slow
             return retryable(type(exc).__name__)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return retryable(type(exc).__name__ or "connection error")
         finally:
             self._pending[host] -= 1
             if not self._pending[host]:
