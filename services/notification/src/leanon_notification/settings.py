@@ -29,6 +29,9 @@ class SmtpServer:
 
 class NotificationSettings(LeanOnSettings):
     notification_port: int = 8002
+    # Processes sharing the port and the consumer groups: one Python process tops out at about
+    # one core, and deliveries scale with processes up to the partitions of {prefix}events.
+    notification_workers: int = Field(default=1, ge=1, le=64)
     webhook_secret: SecretStr | None = None
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     # Deliveries in flight at once, and how many of them one host may hold: a dead endpoint
