@@ -32,20 +32,27 @@ class CoalescingRedis:
         self._r = redis
         self._scripts = scripts
         self._max = max_batch
-        self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Command, asyncio.Future[Any] | None]] = []
         self._scheduled = False
 
     async def __call__(self, command: Command) -> Any:
         """Queue `command(pipe)` for the next pipeline; returns its reply (or raises its error)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue(command, future)
+        return await future
+
+    def soon(self, command: Command) -> None:
+        """Queue `command(pipe)` for the next pipeline and wait for nothing: for a write whose
+        loss costs only a little repeated work (it is never retried)."""
+        self._queue(command, None)
+
+    def _queue(self, command: Command, future: asyncio.Future[Any] | None) -> None:
         self._pending.append((command, future))
         if len(self._pending) >= self._max:
             self._flush_now()
         elif not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush_now)
-        return await future
+            asyncio.get_running_loop().call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
         self._scheduled = False
@@ -54,7 +61,7 @@ class CoalescingRedis:
             task = asyncio.ensure_future(self._execute(batch))
             task.add_done_callback(_quiet)
 
-    async def _execute(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+    async def _execute(self, batch: list[tuple[Command, asyncio.Future[Any] | None]]) -> None:
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 for command, _ in batch:
@@ -62,14 +69,14 @@ class CoalescingRedis:
                 replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             for _, future in batch:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(exc)
             return
         if any(isinstance(reply, NoScriptError) for reply in replies):
             for script in self._scripts:
                 await self._r.script_load(script)
         for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
+            if future is None or future.done():
                 continue
             if isinstance(reply, Exception):
                 future.set_exception(reply)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import ssl
 import time
@@ -25,6 +26,7 @@ from aiohttp.abc import AbstractResolver
 IDLE_S = 4.0  # below the shortest keep-alive servers commonly use (Node: 5 s), so a reused
 # connection is rarely one the server is closing at that moment
 DNS_TTL_S = 60.0
+SWEEP_S = 0.05
 
 
 class Disconnected(ConnectionError):
@@ -65,6 +67,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.deadline = 0.0  # loop time by which the post in flight must have its answer
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[Answer] | None = None
         self._retry_after: str | None = None
@@ -137,6 +140,9 @@ class _Connection(asyncio.Protocol):
         if done is not None:
             done(self)
 
+    def expire(self) -> None:
+        self._fail(TimeoutError())
+
     def _fail(self, exc: Exception) -> None:
         answer, self._answer = self._answer, None
         if answer is not None and not answer.done():
@@ -192,23 +198,52 @@ class Connections:
         self._resolver = resolver
         self._per_origin = per_origin
         self._pools: dict[Origin, _Pool] = {}
+        # Posts awaiting an answer, checked against their deadlines every SWEEP_S: a timer per
+        # post (asyncio.timeout) cost more than the post's own write and read.
+        self._answering: set[_Connection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._tls: ssl.SSLContext | None = None
 
-    async def post(self, origin: Origin, head: bytes, body: bytes) -> Answer:
+    async def post(self, origin: Origin, head: bytes, body: bytes, timeout_s: float) -> Answer:
         """POST `head` (request line and headers, ending in a blank line) and `body`; returns
-        the status and Retry-After as soon as the headers are in. The caller bounds the time."""
+        the status and Retry-After as soon as the headers are in. Raises TimeoutError when
+        that takes longer than `timeout_s` in all (waiting for a connection included, give or
+        take SWEEP_S), OSError when the connection fails."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = _Pool(self._per_origin)
-        conn = await self._acquire(pool, origin)
+        conn = pool.take_idle(time.monotonic())
+        if conn is None:  # connecting or queueing: rarer, and bounded the ordinary way
+            async with asyncio.timeout_at(deadline):
+                conn = await self._acquire(pool, origin)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = loop.create_task(self._sweep(), name="webhook-timeouts")
+        conn.deadline = deadline
+        self._answering.add(conn)
         try:
             return await conn.post(head + body, pool.give_back)
         except BaseException:
-            conn.abort()  # a timeout, say: its answer may yet come, so never reuse it
+            conn.abort()  # cancelled, say: its answer may yet come, so never reuse it
             raise
+        finally:
+            self._answering.discard(conn)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = loop.time()
+            for conn in [c for c in self._answering if c.deadline <= now]:
+                conn.expire()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         for pool in self._pools.values():
             for conn in pool.idle:
                 conn.abort()

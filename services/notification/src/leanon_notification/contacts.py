@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,7 +62,15 @@ class ContactBook:
             return UNKNOWN
         if raw in (NO_CONTACT, NO_CONTACT.decode()):
             return None
-        stored = orjson.loads(raw)
-        if "contact" not in stored:  # written before time zones were kept
-            return Reach(Contact.model_validate(stored))
-        return Reach(Contact.model_validate(stored["contact"]), stored.get("tz") or "UTC")
+        return _reach(raw)
+
+
+@functools.lru_cache(maxsize=16384)
+def _reach(raw: bytes | str) -> Reach:
+    """Parsed once per stored value: validating a Contact costs more than the rest of a
+    delivery's bookkeeping, and many events go to the same people. (Reach is frozen and
+    nobody changes a Contact after parsing.)"""
+    stored = orjson.loads(raw)
+    if "contact" not in stored:  # written before time zones were kept
+        return Reach(Contact.model_validate(stored))
+    return Reach(Contact.model_validate(stored["contact"]), stored.get("tz") or "UTC")

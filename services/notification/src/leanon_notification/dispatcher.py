@@ -263,10 +263,10 @@ class Dispatcher:
         except BaseException:
             await self._r.delete(claim_key)
             raise
-        metrics.DELIVERIES.labels(attempt.channel, _label(outcome)).inc()
+        metrics.attempts(attempt.channel, _label(outcome)).inc()
         if outcome.delivered:
             latency = _latency_ms(attempt.event, attempt.first_ms)
-            metrics.DELIVERY_SECONDS.labels(attempt.channel).observe(latency / 1000)
+            metrics.delivery_seconds(attempt.channel).observe(latency / 1000)
             report = Report(True, attempt.channel, attempt.number, latency, status=outcome.status)
             # Remember the delivery with its report first, so that a crash before the report
             # is published sends the report, never the webhook, again. The claim just lapses.
@@ -279,7 +279,9 @@ class Dispatcher:
 
     async def _reported(self, attempt: Attempt, sent_key: str, report: Report) -> None:
         await self.report(attempt.event, attempt.to, report)
-        await self._batch(lambda pipe: pipe.set(sent_key, DONE, ex=SENT_TTL_S))
+        # Not waited for: were it lost, a redelivery would only publish the same report (the
+        # same event id) again, never the webhook.
+        self._batch.soon(lambda pipe: pipe.set(sent_key, DONE, ex=SENT_TTL_S))
 
     async def _send(self, attempt: Attempt, reach: Reach) -> Outcome:
         event = attempt.event
