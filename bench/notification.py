@@ -303,8 +303,11 @@ async def service_throughput(bus: EventBus, topic: str, sink: Sink, n: int) -> d
     sent = 0
     while sent < n:
         chunk = min(2000, n - sent)
+        # Keyed like matching's events (by request), spread over every partition: one key would
+        # put the whole backlog on one partition, so on one consumer of one worker.
         batch = [
-            (event(f"{phase}-{(sent + i) % HELPERS}", time.time()), b"r") for i in range(chunk)
+            (event(f"{phase}-{(sent + i) % HELPERS}", time.time()), f"r{(sent + i) % 64}")
+            for i in range(chunk)
         ]
         await bus.publish_many(topic, batch)
         sent += chunk

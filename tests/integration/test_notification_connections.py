@@ -144,12 +144,39 @@ async def test_connection_refused_is_retryable() -> None:
     assert outcome.retryable and outcome.detail == "ConnectionRefusedError"
 
 
-async def test_one_origin_holds_at_most_its_connections_and_every_post_gets_through() -> None:
+async def test_a_host_not_yet_answering_holds_at_most_its_share() -> None:
     async with server(hold=0.02) as srv, sender(per_host=3) as client:
-        # per_host 3: three posts at once, the rest told "busy" (retried later by the caller)
+        # per_host 3: three posts at once; the host has not answered yet, so the rest are told
+        # "busy" at once (retried later by the caller) rather than queueing behind a host that
+        # may be dead
         outcomes = await asyncio.gather(*(client.send(f"{srv.url}/a", b"{}") for _ in range(10)))
         again = await asyncio.gather(*(client.send(f"{srv.url}/a", b"{}") for _ in range(3)))
     assert sum(o.delivered for o in outcomes) == 3
     assert {o.detail for o in outcomes if not o.delivered} == {"host busy"}
     assert all(o.delivered for o in again)
     assert srv.most_open <= 3 and srv.connections <= 3
+
+
+async def test_an_answering_host_queues_a_few_past_its_share_and_turns_the_rest_away() -> None:
+    async with server(hold=0.05) as srv, sender(per_host=4) as client:
+        assert (await client.send(f"{srv.url}/a", b"{}")).delivered  # it answers
+        burst = await asyncio.gather(*(client.send(f"{srv.url}/a", b"{}") for _ in range(8)))
+    # 4 posting, 2 (per_host // 2) queued for a slot, 2 told "busy"
+    assert sum(o.delivered for o in burst) == 6
+    assert [o.detail for o in burst if not o.delivered] == ["host busy"] * 2
+    assert srv.most_open <= 4
+
+
+async def test_a_host_that_stops_answering_turns_the_queue_away_in_time() -> None:
+    async with server("silent", "silent", hold=0.0) as srv, sender(timeout_s=2, per_host=2) as c:
+        srv.answers.insert(0, NO_CONTENT)
+        assert (await c.send(f"{srv.url}/a", b"{}")).delivered
+        started = asyncio.get_running_loop().time()
+        stalled = [asyncio.ensure_future(c.send(f"{srv.url}/a", b"{}")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        queued = await c.send(f"{srv.url}/a", b"{}")  # queues: the host answered just now
+        waited = asyncio.get_running_loop().time() - started
+        later = await c.send(f"{srv.url}/a", b"{}")  # no answer for a while now: at once
+        assert [o.retryable for o in await asyncio.gather(*stalled)] == [True, True]
+    assert queued.detail == "host busy" and 0.4 < waited < 1.5
+    assert later.detail == "host busy"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import functools
 import ipaddress
 import socket
@@ -22,6 +23,7 @@ from leanon_shared.models import is_internal, resolved_address
 CONTENT_TYPE = "application/cloudevents+json"
 SIGNATURE_HEADER = HEADER.encode()
 PRIVATE = "target address is private"
+BUSY_WAIT_S = 0.5
 
 
 class PrivateTarget(OSError):
@@ -105,8 +107,11 @@ def _is_ip_literal(host: str) -> bool:
 
 class WebhookSender:
     """POSTs signed bodies. Each request has its own timeout, and one host may hold at most
-    `per_host` deliveries at once: past that it is told "busy" and retried later, so a dead
-    endpoint can never take every slot."""
+    `per_host` deliveries at once, so a dead endpoint can never take every slot. Past that a
+    delivery may queue for a moment (BUSY_WAIT_S, at most `per_host // 2` of them) while the
+    host is answering, as a busy but healthy receiver does; otherwise it is told "busy" and
+    retried later. So a host that stops answering holds `per_host` slots until their timeouts,
+    and half as many more for BUSY_WAIT_S at most."""
 
     def __init__(
         self,
@@ -121,6 +126,8 @@ class WebhookSender:
         self._timeout_s = timeout_s
         self._per_host = per_host
         self._pending: Counter[str] = Counter()
+        self._queued: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._answered: dict[str, float] = {}  # host: loop time of its latest answer
         self._resolver = resolver
         self._connections: Connections | None = None
 
@@ -150,9 +157,10 @@ class WebhookSender:
         host = target.origin.host
         if self._private_literal(host):
             return permanent(PRIVATE)
-        if self._pending[host] >= self._per_host:
+        if self._pending[host] < self._per_host:
+            self._pending[host] += 1
+        elif not await self._queue_for(host):
             return retryable("host busy")
-        self._pending[host] += 1
         head = b"%s%s: %s\r\nContent-Length: %d\r\n\r\n" % (
             target.head,
             SIGNATURE_HEADER,
@@ -160,14 +168,48 @@ class WebhookSender:
             len(body),
         )
         try:
-            async with asyncio.timeout(self._timeout_s):
-                answer = await self._connections.post(target.origin, head, body)
+            answer = await self._connections.post(target.origin, head, body, self._timeout_s)
+            self._answered[host] = asyncio.get_running_loop().time()
             return classify_http(answer.status, answer.retry_after)
         except PrivateTarget:
             return permanent(PRIVATE)
         except (OSError, TimeoutError) as exc:  # refused, reset, no such name, too slow
             return retryable(type(exc).__name__)
         finally:
-            self._pending[host] -= 1
-            if not self._pending[host]:
-                del self._pending[host]
+            self._release(host)
+
+    async def _queue_for(self, host: str) -> bool:
+        """Wait for a slot at a busy host, if it is answering; True once the slot is ours."""
+        loop = asyncio.get_running_loop()
+        queue = self._queued.setdefault(host, collections.deque())
+        answering = loop.time() - self._answered.get(host, -BUSY_WAIT_S) < BUSY_WAIT_S
+        if not answering or len(queue) >= self._per_host // 2:
+            return False
+        turn: asyncio.Future[None] = loop.create_future()
+        queue.append(turn)
+        try:
+            async with asyncio.timeout(BUSY_WAIT_S):
+                await turn
+        except TimeoutError:
+            # Handed a slot just as time ran out: it is ours all the same (and must be used
+            # or given back), else we leave the queue.
+            if not (turn.done() and not turn.cancelled()):
+                return False
+        except BaseException:  # cancelled (a shutdown): a slot handed to us goes on
+            if turn.done() and not turn.cancelled():
+                self._release(host)
+            raise
+        return True
+
+    def _release(self, host: str) -> None:
+        """A post ended: its slot goes to the next delivery queued for the host, if any."""
+        queue = self._queued.get(host)
+        while queue:
+            turn = queue.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._pending[host] -= 1
+        if not self._pending[host]:
+            del self._pending[host]
+            self._queued.pop(host, None)
