@@ -144,14 +144,13 @@ async def test_connection_refused_is_retryable() -> None:
     assert outcome.retryable and outcome.detail == "ConnectionRefusedError"
 
 
-async def test_a_host_not_yet_answering_holds_at_most_its_share() -> None:
+async def test_a_burst_holds_at_most_its_share_and_a_short_queue() -> None:
     async with server(hold=0.02) as srv, sender(per_host=3) as client:
-        # per_host 3: three posts at once; the host has not answered yet, so the rest are told
-        # "busy" at once (retried later by the caller) rather than queueing behind a host that
-        # may be dead
+        # per_host 3: three posts at once and one (3 // 2) queued for a slot; the rest are told
+        # "busy" at once (retried later by the caller)
         outcomes = await asyncio.gather(*(client.send(f"{srv.url}/a", b"{}") for _ in range(10)))
         again = await asyncio.gather(*(client.send(f"{srv.url}/a", b"{}") for _ in range(3)))
-    assert sum(o.delivered for o in outcomes) == 3
+    assert sum(o.delivered for o in outcomes) == 4
     assert {o.detail for o in outcomes if not o.delivered} == {"host busy"}
     assert all(o.delivered for o in again)
     assert srv.most_open <= 3 and srv.connections <= 3

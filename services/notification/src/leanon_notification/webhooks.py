@@ -182,7 +182,10 @@ class WebhookSender:
         """Wait for a slot at a busy host, if it is answering; True once the slot is ours."""
         loop = asyncio.get_running_loop()
         queue = self._queued.setdefault(host, collections.deque())
-        answering = loop.time() - self._answered.get(host, -BUSY_WAIT_S) < BUSY_WAIT_S
+        # A host first busy now gets the same grace as one that answered just now; one that
+        # has not answered for BUSY_WAIT_S is taken to be stalled.
+        now = loop.time()
+        answering = now - self._answered.setdefault(host, now) < BUSY_WAIT_S
         if not answering or len(queue) >= self._per_host // 2:
             return False
         turn: asyncio.Future[None] = loop.create_future()
@@ -213,3 +216,4 @@ class WebhookSender:
         if not self._pending[host]:
             del self._pending[host]
             self._queued.pop(host, None)
+            self._answered.pop(host, None)
