@@ -45,17 +45,19 @@ def serve(
     uvicorn.Server(uvicorn.Config(app, **options)).run()
 
 
-def redis_client(url: str, max_connections: int = 64) -> Redis:
+def redis_client(url: str, max_connections: int = 64, socket_timeout: float | None = 10) -> Redis:
     """Redis with bounded waits; RESP2 keeps replies simple for Lua scripts.
 
     The pool blocks (up to 10 s) for a free connection when all are busy: redis-py's default
     pool raises MaxConnectionsError instead, which turned a burst into failed requests.
+    `socket_timeout=None` is for callers that bound a whole pipeline themselves: redis-py
+    otherwise starts a timer for every reply read, a pipeline of a thousand included.
     """
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=10,
-        socket_timeout=10,
+        socket_timeout=socket_timeout,
         socket_connect_timeout=5,
         protocol=2,
         health_check_interval=30,

@@ -36,6 +36,7 @@ def create_app(settings: NotificationSettings) -> Starlette:
     smtp = settings.smtp()
     topics = Topics(settings.topic_prefix)
     redis = redis_client(settings.redis_url)
+    pipelines = redis_client(settings.redis_url, socket_timeout=None)  # bounded per pipeline
     # Consumer groups are named under the topic prefix, so deployments (and test runs) that
     # share a Kafka cluster never rebalance each other.
     group = f"{settings.topic_prefix}notification"
@@ -77,6 +78,7 @@ def create_app(settings: NotificationSettings) -> Starlette:
         dlq_topic=topics.notification_dlq,
         # A claim outlives the longest attempt, so a crashed consumer's claim lapses in time.
         claim_ttl_s=max(settings.webhook_timeout_s, settings.smtp_timeout_s if smtp else 0) + 1,
+        pipelines=pipelines,
     )
     subscribe_batches(broker, topics.helpers, f"{group}.helpers", HelperContacts(book))
     subscribe_batches(broker, topics.requests, f"{group}.requesters", RequesterContacts(book))
@@ -127,6 +129,7 @@ def create_app(settings: NotificationSettings) -> Starlette:
             await webhooks.stop()
             await bus.stop()
             await redis.aclose()
+            await pipelines.aclose()
             log.info("notification stopped")
 
     async def ready() -> dict[str, bool]:

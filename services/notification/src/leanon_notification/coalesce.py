@@ -28,8 +28,15 @@ class CoalescingRedis:
     would ask SCRIPT EXISTS on every pipeline): when Redis has lost them (a restart), the
     affected commands fail once, the scripts are loaded again, and their callers retry."""
 
-    def __init__(self, redis: Redis, scripts: tuple[str, ...] = (), max_batch: int = 2000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: tuple[str, ...] = (),
+        max_batch: int = 2000,
+        timeout_s: float = 10.0,
+    ) -> None:
         self._r = redis
+        self._timeout_s = timeout_s  # for the whole pipeline: `redis` may have no read timeout
         self._scripts = scripts
         self._max = max_batch
         self._pending: list[tuple[Command, asyncio.Future[Any] | None]] = []
@@ -63,10 +70,11 @@ class CoalescingRedis:
 
     async def _execute(self, batch: list[tuple[Command, asyncio.Future[Any] | None]]) -> None:
         try:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for command, _ in batch:
-                    command(pipe)
-                replies = await pipe.execute(raise_on_error=False)
+            async with asyncio.timeout(self._timeout_s):
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for command, _ in batch:
+                        command(pipe)
+                    replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             for _, future in batch:
                 if future is not None and not future.done():

@@ -138,6 +138,7 @@ class Dispatcher:
         policy: RetryPolicy,
         dlq_topic: str,
         claim_ttl_s: float,
+        pipelines: Redis | None = None,
     ) -> None:
         self._r = redis
         self._p = prefix
@@ -153,7 +154,9 @@ class Dispatcher:
         self.dlq_topic = dlq_topic
         self._claim_ms = int(claim_ttl_s * 1000)
         self._claim = redis.register_script(_CLAIM)
-        self._batch = CoalescingRedis(redis, scripts=(_CLAIM,))
+        # The hot path's reads and writes, gathered into pipelines (on `pipelines`, a client
+        # whose timeout is per pipeline rather than per reply, when given).
+        self._batch = CoalescingRedis(pipelines or redis, scripts=(_CLAIM,))
 
     # -- entry points ----------------------------------------------------------------------
     @staticmethod
