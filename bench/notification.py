@@ -2,14 +2,17 @@
 from an event's time to its delivery, beside a raw baseline measured in the same run: the same
 HTTP client (WebhookSender) posting the same bodies straight to the same sink.
 
-The service runs as its own process (python -m leanon_notification) on local Kafka and Redis,
-exactly as `make up` starts it; the sink is another process. Throughput: a backlog of events is
-published at once and the sink's rate from its first to its last delivery is reported. Latency:
+The service runs as its own processes (python -m leanon_notification, --workers of them, as
+LEANON_NOTIFICATION_WORKERS) on local Kafka and Redis; the sink, a bare httptools server that
+checks every signature and counts duplicate event ids, is another process. Throughput: a
+backlog of events is published at once and the sink's rate from its first to its last delivery
+is reported. Latency:
 events are published at a fixed rate (half the goal) and each carries its intended send time,
 so a stall shows as latency instead of hiding (no coordinated omission).
 
     python bench/notification.py            # 30k backlog; 2,500/s for 10 s; half the measured rate
     python bench/notification.py --quick    # 10k backlog; the same for 4 s each
+    python bench/notification.py --workers 1  # one service process (default: 2)
 """
 
 from __future__ import annotations
@@ -360,6 +363,23 @@ async def caught_up(bootstrap: str, group: str, topic: str) -> None:
         await probe.stop()
 
 
+async def settled(bootstrap: str, group: str, members: int) -> None:
+    """Wait until every worker has joined the consumer group and it is stable: a rebalance
+    during the throughput phase (a second worker joining late) would be measured as a stall."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+
+        async def stable() -> bool:
+            described = (await admin.describe_consumer_groups([group]))[0].to_object()
+            g = described["groups"][0]
+            return bool(g["state"] == "Stable" and len(g["members"]) == members)
+
+        await until(stable, 60, f"{members} members of {group}, stable")
+    finally:
+        await admin.close()
+
+
 def start_service(prefix: str, port: int, log_path: Path, workers: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
@@ -422,6 +442,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 return (await sink_ready(port)) and service.poll() is None
 
             await until(ready, 60, "the notification service")
+            await settled(settings.kafka_bootstrap, group, args.workers)
             log(f"service: a backlog of {args.backlog:,} events")
             counted = await retried(settings.kafka_bootstrap, prefix)
             results["service_throughput"] = await service_throughput(
