@@ -80,10 +80,43 @@ def infra() -> Iterator[Infra]:
         subprocess.run([str(ROOT / "deploy/local/infra.sh"), "down"], check=False, timeout=120)
 
 
+PREFIXES: set[str] = set()  # every topic prefix this session made, for forget_topics
+
+
+def new_prefix(kind: str = "t") -> str:
+    """A fresh topic and key prefix, e.g. 'api1a2b3c4d.'; its topics go when the session ends."""
+    made = f"{kind}{uuid.uuid4().hex[:8]}."
+    PREFIXES.add(made)
+    return made
+
+
 @pytest.fixture
 def prefix() -> str:
     """Topics and Redis keys of one test never meet another's."""
-    return f"t{uuid.uuid4().hex[:10]}."
+    return new_prefix()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def forget_topics(infra: Infra) -> Iterator[None]:
+    """Delete the session's topics at its end. Kept, they pile up in a long-lived local Kafka
+    (thousands after a few days of runs), and every partition costs the broker CPU."""
+    yield
+    if PREFIXES:
+        with contextlib.suppress(Exception):  # a cleanup: it never fails the session
+            asyncio.run(_delete_topics(infra.kafka_bootstrap, tuple(PREFIXES)))
+
+
+async def _delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="leanon-tests")
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+        for i in range(0, len(ours), 200):
+            await admin.delete_topics(ours[i : i + 200])
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from leanon_notification.signing import HEADER, verify
-from tests.conftest import ROOT, Infra, env_for, free_port, wait_for
+from tests.conftest import ROOT, Infra, env_for, free_port, new_prefix, wait_for
 
 SECRET = "e2e-webhook-secret-0123456789"
 KEYS = {"alpha": "alpha-key-0123456789abcdef", "beta": "beta-key-0123456789abcdef"}
@@ -46,13 +46,12 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    import uuid
 
     run_dir = tmp_path_factory.mktemp("run")
     ports = {name: free_port() for name in ("intake", "matching", "notification")}
     env = env_for(
         infra,
-        f"e2e{uuid.uuid4().hex[:8]}.",
+        new_prefix("e2e"),
         LEANON_RUN_DIR=run_dir,
         LEANON_INTAKE_PORT=ports["intake"],
         LEANON_MATCHING_PORT=ports["matching"],

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from leanon_shared.offers import OfferRecord, OfferRecords
-from tests.conftest import Infra
+from tests.conftest import Infra, new_prefix
 from tests.integration.intake_rig import IntakeProcess, intake_process, read_topic
 
 PUBLIC_HOOK = "https://93.184.215.14/hooks/x"
@@ -21,7 +21,7 @@ PUBLIC_HOOK = "https://93.184.215.14/hooks/x"
 
 @pytest.fixture(scope="module")
 def intake(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IntakeProcess]:
-    prefix = f"api{uuid.uuid4().hex[:8]}."
+    prefix = new_prefix("api")
     # beta gets a tiny limit so the 429 test is quick; alpha keeps the default
     with intake_process(
         infra, prefix, tmp_path_factory.mktemp("intake"), LEANON_RATE_LIMITS="beta:5:5"

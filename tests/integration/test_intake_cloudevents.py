@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from leanon_shared.offers import OfferRecord, OfferRecords
-from tests.conftest import ROOT, Infra, wait_for
+from tests.conftest import ROOT, Infra, new_prefix, wait_for
 from tests.integration.intake_rig import (
     IntakeProcess,
     consumed_to_end,
@@ -38,7 +38,7 @@ HOOK = "https://93.184.215.14/hooks/x"
 
 @pytest.fixture(scope="module")
 def intake(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IntakeProcess]:
-    prefix = f"ce{uuid.uuid4().hex[:8]}."
+    prefix = new_prefix("ce")
     with intake_process(infra, prefix, tmp_path_factory.mktemp("ce")) as process:
         yield process
 

@@ -3,7 +3,6 @@ a 5xx, an undocumented status, or a response that breaks the published schema.""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +15,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import Infra
+from tests.conftest import Infra, new_prefix
 from tests.integration.intake_rig import KEYS, IntakeProcess, intake_process
 
 
@@ -24,7 +23,7 @@ from tests.integration.intake_rig import KEYS, IntakeProcess, intake_process
 def fuzzed_intake(
     infra: Infra, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[IntakeProcess]:
-    prefix = f"fuzz{uuid.uuid4().hex[:8]}."
+    prefix = new_prefix("fuzz")
     with intake_process(infra, prefix, tmp_path_factory.mktemp("fuzz")) as process:
         yield process
 
