@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -107,3 +108,33 @@ class HttpSink(asyncio.Protocol):
 
     def respond(self, method: bytes, url: bytes, signature: str, body: bytes) -> bytes:
         raise NotImplementedError
+
+
+async def forget_prefix(bootstrap: str, redis_url: str, prefix: str) -> None:
+    """Delete a run's topics and Redis keys (only its own: a fresh random prefix). Left
+    behind, topics pile up in a long-lived local Kafka, and every partition costs it CPU."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from redis.asyncio import Redis
+
+    with contextlib.suppress(Exception):  # a cleanup: it never fails a run
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+    with contextlib.suppress(Exception):
+        redis = Redis.from_url(redis_url, protocol=2)
+        try:
+            batch: list[bytes] = []
+            async for key in redis.scan_iter(match=f"{prefix}*", count=20_000):
+                batch.append(key)
+                if len(batch) >= 2000:
+                    await redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await redis.unlink(*batch)
+        finally:
+            await redis.aclose()

@@ -47,6 +47,7 @@ from common import (
     NO_CONTENT,
     UNAUTHORIZED,
     HttpSink,
+    forget_prefix,
     histogram,
     log,
     machine,
@@ -970,7 +971,7 @@ async def leanon_run(
         await sink.stop()
         await producer.stop()
         if not args.keep:
-            await forget(args, prefix)
+            await forget_prefix(args.bootstrap, args.redis_url, prefix)
     return result
 
 
@@ -1006,7 +1007,7 @@ async def raw_run(
         await producer.stop()
         await asyncio.to_thread(pipe.stop)
         if not args.keep:
-            await forget(args, prefix)
+            await forget_prefix(args.bootstrap, args.redis_url, prefix)
     top = sustainable(steps)
     return {
         "prefix": prefix,
@@ -1015,32 +1016,6 @@ async def raw_run(
         # never saturated within the rates tried: the real ceiling is higher
         "lower_bound": bool(steps) and not saturated(steps[-1]),
     }
-
-
-async def forget(args: argparse.Namespace, prefix: str) -> None:
-    """Delete this run's topics and Redis keys (only ours: a fresh random prefix)."""
-    with contextlib.suppress(Exception):
-        admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
-        await admin.start()
-        try:
-            mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
-    with contextlib.suppress(Exception):
-        redis = Redis.from_url(args.redis_url, protocol=2)
-        try:
-            batch: list[bytes] = []
-            async for key in redis.scan_iter(match=f"{prefix}*", count=20_000):
-                batch.append(key)
-                if len(batch) >= 2000:
-                    await redis.unlink(*batch)
-                    batch.clear()
-            if batch:
-                await redis.unlink(*batch)
-        finally:
-            await redis.aclose()
 
 
 # -- reporting -------------------------------------------------------------------------------

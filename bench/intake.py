@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import histogram, log, percentiles, write_results
+from common import forget_prefix, histogram, log, percentiles, write_results
 from rawpipe import run_hop
 
 from leanon_shared.cloudevents import STRUCTURED_CONTENT_TYPE
@@ -376,12 +376,16 @@ def main() -> None:
     started = time.time()
     results: dict[str, Any] = {"benchmark": "intake", "p99_goal_ms": P99_GOAL_MS}
     results["intake_workers"] = args.workers
-    results["http"] = asyncio.run(
-        http_bench(args.rates, args.seconds, f"bh{uuid.uuid4().hex[:6]}.", args.workers)
-    )
-    results["cloudevents"] = asyncio.run(
-        cloudevents_bench(args.events, f"bc{uuid.uuid4().hex[:6]}.", bootstrap)
-    )
+    redis_url = os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0")
+    http_prefix, ce_prefix = f"bh{uuid.uuid4().hex[:6]}.", f"bc{uuid.uuid4().hex[:6]}."
+    try:
+        results["http"] = asyncio.run(
+            http_bench(args.rates, args.seconds, http_prefix, args.workers)
+        )
+        results["cloudevents"] = asyncio.run(cloudevents_bench(args.events, ce_prefix, bootstrap))
+    finally:
+        for prefix in (http_prefix, ce_prefix):
+            asyncio.run(forget_prefix(bootstrap, redis_url, prefix))
     results["duration_s"] = round(time.time() - started, 1)
     out = write_results("intake", results)
     plot(results, out.with_suffix(".png"))

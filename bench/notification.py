@@ -42,7 +42,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HttpSink, machine
+from common import HttpSink, forget_prefix, machine
 
 from leanon_notification.contacts import ContactBook
 from leanon_notification.dispatcher import topics_for
@@ -367,20 +367,6 @@ def start_service(prefix: str, port: int, log_path: Path, workers: int) -> subpr
         )
 
 
-async def cleanup(settings: LeanOnSettings, redis: Redis, prefix: str) -> None:
-    keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=5000)]
-    for i in range(0, len(keys), 5000):
-        await redis.unlink(*keys[i : i + 5000])
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = LeanOnSettings()
     prefix = f"bench{uuid.uuid4().hex[:8]}."
@@ -447,7 +433,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             service.wait(30)
     finally:
         sink.stop()
-        await cleanup(settings, redis, prefix)
+        await forget_prefix(settings.kafka_bootstrap, settings.redis_url, prefix)
         await redis.aclose()
     results["goals"] = {
         "deliveries_per_s": GOAL_RATE,
