@@ -6,9 +6,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from leanon_matching.convert import Packed, packed_from_json
 from leanon_matching.domain.model import Helper, Interval
-from leanon_matching.index import HelperIndex
+from leanon_matching.index import HelperIndex, plan_load
 from leanon_matching.reservations import Reservations
 from leanon_matching.store import Timers
 from tests.unit.factories import helper, request, slot
@@ -164,11 +163,11 @@ async def test_a_rebuilds_bulk_load_writes_the_same_index_as_updates(
     loaded: set[tuple[str, str]] = set()
     for batch, removed in ((first, []), (second, ["gone", "never-there"])):
         await updates.apply([(h.org, h.id, h) for h in batch] + [("o", r, None) for r in removed])
-        changes: list[tuple[str, str, Packed | None]] = [
-            (h.org, h.id, packed_from_json(_record(h))) for h in batch
+        changes: list[tuple[str, str, dict[str, Any] | None]] = [
+            (h.org, h.id, _record(h)) for h in batch
         ]
         changes += [("o", r, None) for r in removed]
-        await bulk.load(bulk.prepare_load(changes, loaded))
+        await bulk.load(plan_load(changes, loaded))
     try:
         expected = await _dump(redis, prefix + "u.")
         assert "h:o:gone" not in expected and "h:o:b" in expected
