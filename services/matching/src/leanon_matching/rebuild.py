@@ -155,16 +155,16 @@ def _plan(records: list[RawRecord]) -> tuple[BulkLoad, int]:
     try:
         return plan_load(changes, _loaded), unreadable
     except (KeyError, TypeError, ValueError, struct.error):
-        # One unreadable profile among readable ones: plan them one at a time to find it.
-        bulk = BulkLoad([], {})
-        for change in changes:
-            try:
-                one = plan_load([change], _loaded)
-            except (KeyError, TypeError, ValueError, struct.error) as exc:
-                unreadable += 1
-                log.error("skipping unreadable helper record %s/%s: %s", *change[:2], exc)
-                continue
-            bulk.again += one.again
-            for org, args in one.fresh.items():
-                bulk.fresh.setdefault(org, []).extend(args)
-        return bulk, unreadable
+        pass
+    # An unreadable profile among them: find it on its own, then plan the rest once more
+    # (those the failed attempt counted as loaded go through apply, only slower).
+    readable = []
+    for change in changes:
+        try:
+            plan_load([change], set())
+        except (KeyError, TypeError, ValueError, struct.error) as exc:
+            unreadable += 1
+            log.error("skipping unreadable helper record %s/%s: %r", change[0], change[1], exc)
+            continue
+        readable.append(change)
+    return plan_load(readable, _loaded), unreadable
