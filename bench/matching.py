@@ -94,6 +94,7 @@ async def used_memory(redis: Redis) -> int:
 async def load_index(index: HelperIndex, raw_helpers: list[dict[str, Any]]) -> float:
     """Fill the index the way a rebuild does (planned in this process; same keys as updates)."""
     started = time.perf_counter()
+    await index.clear()  # marks the index as being built, so that the clear after the run looks
     loaded: set[tuple[str, str]] = set()
     for i in range(0, len(raw_helpers), LOAD_CHUNK):
         chunk = raw_helpers[i : i + LOAD_CHUNK]
@@ -188,6 +189,7 @@ async def rebuild_time(
     await producer.stop()
     redis = Redis.from_url(redis_url, protocol=2)
     index = HelperIndex(redis, prefix + "rebuild.")
+    await index.clear()  # as ensure_index does: marks the build, so the clear below drops it
     log("  rebuilding the index from the topic ...")
     started = time.perf_counter()
     records = await replay(index, bootstrap, topic)
