@@ -35,7 +35,7 @@ from common import RESULTS, log, machine
 from leanon_matching.convert import helper_from_json
 from leanon_matching.domain.assignment import Need, assign, gini, total_score
 from leanon_matching.domain.model import Helper, Interval, Request
-from leanon_matching.index import HelperIndex
+from leanon_matching.index import LOAD_CHUNK, HelperIndex, plan_load
 from leanon_matching.rebuild import replay
 from leanon_matching.reservations import Reservations
 from leanon_matching.service import Matcher, MatchingConfig
@@ -91,11 +91,14 @@ async def used_memory(redis: Redis) -> int:
     return int((await redis.info("memory"))["used_memory"])
 
 
-async def load_index(index: HelperIndex, helpers: list[Helper]) -> float:
+async def load_index(index: HelperIndex, raw_helpers: list[dict[str, Any]]) -> float:
+    """Fill the index the way a rebuild does (planned in this process; same keys as updates)."""
     started = time.perf_counter()
-    chunk = 5000
-    for i in range(0, len(helpers), chunk):
-        await index.apply((h.org, h.id, h) for h in helpers[i : i + chunk])
+    await index.clear()  # marks the index as being built, so that the clear after the run looks
+    loaded: set[tuple[str, str]] = set()
+    for i in range(0, len(raw_helpers), LOAD_CHUNK):
+        chunk = raw_helpers[i : i + LOAD_CHUNK]
+        await index.load(plan_load(((r["org"], r["id"], record(r)) for r in chunk), loaded))
         if i and i % 200_000 == 0:
             log(f"  redis: {i:,} helpers indexed")
     return time.perf_counter() - started
@@ -186,6 +189,7 @@ async def rebuild_time(
     await producer.stop()
     redis = Redis.from_url(redis_url, protocol=2)
     index = HelperIndex(redis, prefix + "rebuild.")
+    await index.clear()  # as ensure_index does: marks the build, so the clear below drops it
     log("  rebuilding the index from the topic ...")
     started = time.perf_counter()
     records = await replay(index, bootstrap, topic)
@@ -219,7 +223,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         index = HelperIndex(redis, prefix)
         before = await used_memory(redis)
         log(f"{size:,} helpers: loading the Redis index")
-        load_s = await load_index(index, helpers)
+        load_s = await load_index(index, raw_helpers)
         memory = await used_memory(redis) - before
         matcher = Matcher(
             index=index,

@@ -4,13 +4,16 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from leanon_matching.convert import Packed, packed_from_json
 from leanon_matching.domain.model import Helper, Interval
-from leanon_matching.index import HelperIndex
+from leanon_matching.index import HelperIndex, plan_load
+from leanon_matching.rebuild import replay
 from leanon_matching.reservations import Reservations
 from leanon_matching.store import Timers
+from tests.conftest import Infra
 from tests.unit.factories import helper, request, slot
 
 NOW = datetime(2026, 12, 1, 8, tzinfo=UTC)
@@ -164,11 +167,11 @@ async def test_a_rebuilds_bulk_load_writes_the_same_index_as_updates(
     loaded: set[tuple[str, str]] = set()
     for batch, removed in ((first, []), (second, ["gone", "never-there"])):
         await updates.apply([(h.org, h.id, h) for h in batch] + [("o", r, None) for r in removed])
-        changes: list[tuple[str, str, Packed | None]] = [
-            (h.org, h.id, packed_from_json(_record(h))) for h in batch
+        changes: list[tuple[str, str, dict[str, Any] | None]] = [
+            (h.org, h.id, _record(h)) for h in batch
         ]
         changes += [("o", r, None) for r in removed]
-        await bulk.load(bulk.prepare_load(changes, loaded))
+        await bulk.load(plan_load(changes, loaded))
     try:
         expected = await _dump(redis, prefix + "u.")
         assert "h:o:gone" not in expected and "h:o:b" in expected
@@ -191,3 +194,31 @@ async def test_clear_drops_an_old_or_unfinished_index_and_skips_a_new_prefix(
     assert not await redis.exists(index.building_key)
     assert await index.clear() > 0  # a finished index, e.g. of another version
     assert await index.candidates(request()) == []
+
+
+async def test_a_rebuild_skips_unreadable_records_and_keeps_the_rest(
+    infra: Infra, redis: Redis, prefix: str
+) -> None:
+    """Replayed from a real topic through the planner process: a record that is not JSON, and
+    one whose profile cannot be packed, are skipped; the others and a removal still count."""
+    topic = f"{prefix}helpers"
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for h in (helper(id="a"), helper(id="b"), helper(id="gone")):
+            await producer.send_and_wait(topic, orjson.dumps(_record(h)), key=f"o/{h.id}".encode())
+        broken = _record(helper(id="broken"))
+        del broken["profile"]["skills"]
+        await producer.send_and_wait(topic, orjson.dumps(broken), key=b"o/broken")
+        await producer.send_and_wait(topic, b"{not json", key=b"o/garbled")
+        await producer.send_and_wait(topic, None, key=b"o/gone")
+    finally:
+        await producer.stop()
+    index = HelperIndex(redis, prefix)
+    try:
+        assert await replay(index, infra.kafka_bootstrap, topic) == 6
+        profiles = {key.decode() async for key in redis.scan_iter(match=f"{prefix}h:o:*")}
+        assert profiles == {f"{prefix}h:o:a", f"{prefix}h:o:b"}
+        assert {c.helper.id for c in await index.candidates(request())} == {"a", "b"}
+    finally:
+        await index.clear()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from leanon_matching.domain.availability import covered_seconds, weekly_intervals
 from leanon_matching.domain.model import Helper, Interval, Request, Slot
-from leanon_matching.index import Candidate
+from leanon_matching.index import Candidate, Candidates
 from leanon_matching.service import Matcher, MatchingConfig
 
 SKILLS = ["a", "b", "c"]
@@ -19,8 +19,8 @@ class FakeIndex:
     def __init__(self, helpers: list[Helper]) -> None:
         self.helpers = helpers
 
-    async def candidates(self, request: Request, **_: object) -> list[Candidate]:
-        return [Candidate(h, 0, 0) for h in self.helpers]
+    async def candidates(self, request: Request, **_: object) -> Candidates:
+        return Candidates(Candidate(h, 0, 0) for h in self.helpers)
 
 
 class FakeReservations:

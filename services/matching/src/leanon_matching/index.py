@@ -15,12 +15,16 @@ import random
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 import h3
 from redis.asyncio import Redis
 
-from leanon_matching.convert import Packed, helper_from_json, pack_helper, unpack_helper
+from leanon_matching.convert import helper_from_json, pack_helper, pack_json, unpack_helper
+from leanon_matching.domain.availability import local_span
+from leanon_matching.domain.eligibility import Check, Rejection
 from leanon_matching.domain.model import Helper, Request
 
 INDEX_VERSION = "4"
@@ -43,111 +47,210 @@ TIERS: tuple[Tier, ...] = (
 RING = 2
 ORG_SHARDS = 1024
 PER_RING = (16, 8, 4)  # helpers read per set in the own cell, the first ring, the second
-MAX_CANDIDATES = 64
+MAX_CANDIDATES = 64  # helpers examined per request
+MAX_ZONES = 64  # time zones per org the search screens availability in; others: the caller
 
-# The candidate search, in one round trip. ARGV: (unused); per-set limits for ring 0, ring 1
-# and ring 2; how many sets are ring 0 and ring 1; total limit; offset seed; profile key
-# prefix; sorted-set key prefix; the required skills as "skill:level,..."; the request's lat
-# and lon ("" when remote); the sets
-# to read as "tier:cell" joined by ",", nearest first ("*<n>": shard n of the org-wide sets).
+# The candidate search, in one round trip. ARGV: per-set limits for ring 0, ring 1 and ring 2;
+# how many sets are ring 0 and ring 1; how many helpers to examine at most; offset seed;
+# profile key prefix; sorted-set key prefix; the required skills as "skill:level,..."; the
+# request's lat and lon ("" when remote); the sets to read as "tier:cell" joined by ",",
+# nearest first ("*<n>": shard n of the org-wide sets); the request's languages joined by ","
+# ("" for any); the request window in local time per time zone, "zone=weekday,start,end;..."
+# in minutes (zones missing here are left to the caller); then optionally the load-hash
+# prefix, the window in epoch seconds and the recent-offer hashes joined by ",".
 # Keys are built here, not passed, which keeps a call with ~100 sets cheap to send; it also
 # means one org's index must live on one Redis node (no cluster slots).
-# Within a set, helpers at or above the level are read by rank (O(log n) to any offset) from
-# a random offset, so a dense city does not always offer the same people.
-# Returns id, packed profile, id, packed profile, ...
+# Within a set, helpers at or above the level are read by rank from a random offset (so a dense city
+# does not always offer the same people), and their profiles with one MGET per set.
+# Each helper within rough reach counts as examined and is screened here against the cheap
+# hard constraints, in the order domain/eligibility.py checks them: every required skill,
+# a shared language, the exact distance, and availability where the weekly slots alone decide
+# and cover none of the window. Only those it cannot rule out come back, with their load:
+# a decision's helpers were two thirds ruled out, and decoding and checking them in Python
+# cost more than screening them here.
+# Returns examined, {reason, count, ...}, then id, packed profile, load, recent offers, ...
 _CANDIDATES = """
-local limits = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
-local ring0, ring1 = tonumber(ARGV[5]), tonumber(ARGV[6])
-local total, seed = tonumber(ARGV[7]), tonumber(ARGV[8])
-local profile_prefix, set_prefix = ARGV[9], ARGV[10]
+local byte, sub, min, max = string.byte, string.sub, math.min, math.max
+local limits = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])}
+local ring0, ring1 = tonumber(ARGV[4]), tonumber(ARGV[5])
+local total, seed = tonumber(ARGV[6]), tonumber(ARGV[7])
+local profile_prefix, set_prefix = ARGV[8], ARGV[9]
 -- The rarest required skill (smallest org-wide set) drives the search; the others are
--- checked on each profile afterwards.
+-- checked on each profile.
+local required, names = {}, {}
+for name, level in string.gmatch(ARGV[10], '([^,:]+):(%d+)') do
+  required[#required + 1] = {name, tonumber(level)}
+  names[#names + 1] = name
+end
+if #required == 0 then return {0, {}} end
+local sizes = redis.call('HMGET', set_prefix .. '#', unpack(names))
 local skill, min_level, rarest
-for name, level in string.gmatch(ARGV[11], '([^,:]+):(%d+)') do
-  local size = tonumber(redis.call('HGET', set_prefix .. '#', name)) or 0
-  if rarest == nil or size < rarest then skill, min_level, rarest = name, tonumber(level), size end
+for i = 1, #required do
+  local size = tonumber(sizes[i]) or 0
+  if rarest == nil or size < rarest then
+    skill, min_level, rarest = required[i][1], required[i][2], size
+  end
 end
-if rarest == nil or rarest == 0 then return {} end
-local lat, lon = tonumber(ARGV[12]), tonumber(ARGV[13])
-local located = ARGV[12] ~= ''
+if rarest == 0 then return {0, {}} end
+local located = ARGV[11] ~= ''
+local lat, lon = tonumber(ARGV[11]) or 0, tonumber(ARGV[12]) or 0
 local sets = {}
-for cell in string.gmatch(ARGV[14], '[^,]+') do sets[#sets + 1] = cell end
-local coslat, km_per_degree = math.cos(math.rad(lat or 0)), 111.195
--- A cheap first cut on distance (the packed header holds radius and position); the exact
--- great-circle check follows in Python, so the margin only has to be generous.
-local function within(profile)
-  local _, _, radius10, hlat, hlon = struct.unpack('<BBHff', profile)
-  if hlat ~= hlat then return false end
-  local dy = (hlat - lat) * km_per_degree
-  local dx = (hlon - lon) * km_per_degree * coslat
-  local reach = radius10 / 10 * 1.05 + 1
-  return dx * dx + dy * dy <= reach * reach
+for cell in string.gmatch(ARGV[13], '[^,]+') do sets[#sets + 1] = cell end
+local languages, any_language = {}, false
+for code in string.gmatch(ARGV[14], '[^,]+') do languages[code], any_language = true, true end
+local spans = {}
+for zone, day, a, b in string.gmatch(ARGV[15], '([^=;]+)=(%d+),([^,;]+),([^,;]+)') do
+  spans[zone] = {tonumber(day), tonumber(a), tonumber(b)}
 end
--- Optional, ARGV 15-18: the load-hash prefix, the window (epoch seconds) and the recent-offer
--- hashes joined by ","; then each helper also comes with its overlapping load and its offers
--- of the last days, saving the caller a second round trip.
-local function with_loads(out, found)
-  if ARGV[15] == nil or ARGV[15] == '' or #found == 0 then return out end
-  local start, stop = tonumber(ARGV[16]), tonumber(ARGV[17])
-  local recent = {}
-  for k = 1, #found do recent[k] = 0 end
-  for day in string.gmatch(ARGV[18], '[^,]+') do
-    local counts = redis.call('HMGET', day, unpack(found))
-    for k = 1, #found do recent[k] = recent[k] + (tonumber(counts[k]) or 0) end
-  end
-  local result = {}
-  for k = 1, #found do
-    local vals, load = redis.call('HVALS', ARGV[15] .. found[k]), 0
-    for i = 1, #vals do
-      local s, e = string.match(vals[i], '([^,]+),([^,]+)')
-      if tonumber(s) < stop and start < tonumber(e) then load = load + 1 end
+local rad = math.pi / 180
+local cos_lat, km_per_degree = math.cos(lat * rad), 111.195
+
+-- Why the helper cannot take the request, or nil when the caller must decide. Packed
+-- profile (convert.py): <BBHff header, zone, skills, languages, weekly slots, windows.
+local function screen(p, radius10, hlat, hlon)
+  local pos = 13
+  local zone = sub(p, pos + 1, pos + byte(p, pos))
+  pos = pos + 1 + byte(p, pos)
+  local count = byte(p, pos)
+  pos = pos + 1
+  if #required > 1 then
+    local have = {}
+    for _ = 1, count do
+      local n = byte(p, pos)
+      have[sub(p, pos + 1, pos + n)] = byte(p, pos + 1 + n)
+      pos = pos + 2 + n
     end
-    result[#result + 1] = out[2 * k - 1]
-    result[#result + 1] = out[2 * k]
-    result[#result + 1] = load
-    result[#result + 1] = recent[k]
+    for i = 1, #required do
+      if (have[required[i][1]] or 0) < required[i][2] then return 'skill:' .. required[i][1] end
+    end
+  else
+    for _ = 1, count do pos = pos + 2 + byte(p, pos) end
   end
-  return result
+  count = byte(p, pos)
+  pos = pos + 1
+  if any_language then
+    local shared = false
+    for i = 0, count - 1 do
+      if languages[sub(p, pos + 2 * i, pos + 2 * i + 1)] then shared = true; break end
+    end
+    if not shared then return 'language' end
+  end
+  pos = pos + 2 * count
+  if located then  -- haversine, as domain/geo.py; a hair of slack leaves ties to the caller
+    local dlat, dlon = (lat - hlat) * rad, (lon - hlon) * rad
+    local h = math.sin(dlat / 2) ^ 2
+      + math.cos(hlat * rad) * cos_lat * math.sin(dlon / 2) ^ 2
+    if 2 * 6371.0088 * math.asin(min(1, math.sqrt(h))) > radius10 / 10 * (1 + 1e-9) then
+      return 'distance'
+    end
+  end
+  local span = spans[zone]
+  count = byte(p, pos)
+  if span == nil or byte(p, pos + 1 + 5 * count) ~= 0 then return nil end  -- windows: caller
+  pos = pos + 1
+  local day, a, b = span[1], span[2], span[3]
+  for _ = 1, count do  -- any overlap at all: partial coverage is for the caller to weigh
+    local d = byte(p, pos)
+    local s = byte(p, pos + 1) + 256 * byte(p, pos + 2)
+    local e = byte(p, pos + 3) + 256 * byte(p, pos + 4)
+    pos = pos + 5
+    if d == day then
+      local upper = e
+      if e <= s then upper = 1440 end
+      if min(upper, b) > max(s, a) then return nil end
+    end
+    if e <= s and (d + 1) % 7 == day and min(e, b) > a then return nil end
+  end
+  return 'availability'
 end
-local out, seen, found, n = {}, {}, {}, 0
-for a = 1, #sets do
-  local index = a - 1
-  local per_key = limits[3]
-  if index < ring0 then
-    per_key = limits[1]
-  elseif index < ring0 + ring1 then
-    per_key = limits[2]
-  end
-  local key = set_prefix .. sets[a] .. ':' .. skill
-  if string.sub(sets[a], 1, 1) == '*' then  -- an org-wide shard: "*<n>"
-    key = set_prefix .. skill .. ':' .. string.sub(sets[a], 2)
-  end
-  local size = redis.call('ZCARD', key)
-  if size > 0 then
-    local below = redis.call('ZCOUNT', key, '-inf', '(' .. min_level)
-    local count = size - below
-    if count > 0 then
-      local first = below
-      if count > per_key then first = below + (seed + a * 7919) % (count - per_key + 1) end
-      local ids = redis.call('ZRANGE', key, first, first + math.min(count, per_key) - 1)
-      for i = 1, #ids do
-        local id = ids[i]
-        if not seen[id] then
-          seen[id] = true
-          local profile = redis.call('GET', profile_prefix .. id)
-          if profile and (not located or within(profile)) then
-            found[#found + 1] = id
-            out[#out + 1] = id
-            out[#out + 1] = profile
-            n = n + 1
-            if n >= total then return with_loads(out, found) end
-          end
+
+local out, seen, found, tally, examined = {0, {}}, {}, {}, {}, 0
+local function examine(ids)
+  local keys = {}
+  for i = 1, #ids do keys[i] = profile_prefix .. ids[i] end
+  local profiles = redis.call('MGET', unpack(keys))
+  for i = 1, #ids do
+    local p = profiles[i]
+    if p then
+      local _, _, radius10, hlat, hlon = struct.unpack('<BBHff', p)
+      local near = not located
+      if located and hlat == hlat then  -- a cheap first cut on distance (NaN: no location)
+        local dy = (hlat - lat) * km_per_degree
+        local dx = (hlon - lon) * km_per_degree * cos_lat
+        local reach = radius10 / 10 * 1.05 + 1
+        near = dx * dx + dy * dy <= reach * reach
+      end
+      if near then
+        examined = examined + 1
+        local why = screen(p, radius10, hlat, hlon)
+        if why then
+          tally[why] = (tally[why] or 0) + 1
+        else
+          found[#found + 1] = ids[i]
+          out[#out + 1] = ids[i]
+          out[#out + 1] = p
+          out[#out + 1] = 0
+          out[#out + 1] = 0
         end
+        if examined >= total then return true end
       end
     end
   end
+  return false
 end
-return with_loads(out, found)
+
+for a = 1, #sets do
+  local per_key = limits[3]
+  if a <= ring0 then
+    per_key = limits[1]
+  elseif a <= ring0 + ring1 then
+    per_key = limits[2]
+  end
+  local key = set_prefix .. sets[a] .. ':' .. skill
+  if byte(sets[a], 1) == 42 then  -- "*<n>": an org-wide shard
+    key = set_prefix .. skill .. ':' .. sub(sets[a], 2)
+  end
+  local count = redis.call('ZCOUNT', key, min_level, '+inf')
+  if count > 0 then
+    -- By rank, which a big (skiplist) set reaches in O(log n); BYSCORE with an offset walks.
+    local first = 0
+    if min_level > 1 then first = redis.call('ZCOUNT', key, '-inf', '(' .. min_level) end
+    if count > per_key then first = first + (seed + a * 7919) % (count - per_key + 1) end
+    local ids = redis.call('ZRANGE', key, first, first + min(count, per_key) - 1)
+    local fresh = {}
+    for i = 1, #ids do
+      if not seen[ids[i]] then
+        seen[ids[i]] = true
+        fresh[#fresh + 1] = ids[i]
+      end
+    end
+    if #fresh > 0 and examine(fresh) then break end
+  end
+end
+
+out[1] = examined
+for why, n in pairs(tally) do
+  out[2][#out[2] + 1] = why
+  out[2][#out[2] + 1] = n
+end
+if ARGV[16] == nil or ARGV[16] == '' or #found == 0 then return out end
+local start, stop = tonumber(ARGV[17]), tonumber(ARGV[18])
+local recent = {}
+for k = 1, #found do recent[k] = 0 end
+for day in string.gmatch(ARGV[19], '[^,]+') do
+  local counts = redis.call('HMGET', day, unpack(found))
+  for k = 1, #found do recent[k] = recent[k] + (tonumber(counts[k]) or 0) end
+end
+for k = 1, #found do
+  local vals, load = redis.call('HVALS', ARGV[16] .. found[k]), 0
+  for i = 1, #vals do
+    local s, e = string.match(vals[i], '([^,]+),([^,]+)')
+    if tonumber(s) < stop and start < tonumber(e) then load = load + 1 end
+  end
+  out[4 * k + 1] = load
+  out[4 * k + 2] = recent[k]
+end
+return out
 """
 
 
@@ -188,23 +291,49 @@ APPLY_CHUNK = 10_000  # operations per call
 # helper travels as five arguments and the script builds its keys. ARGV: profile key prefix,
 # set key prefix (org's), the org's skill-sizes hash, then per helper: id, packed profile,
 # "tier:cell" ("" when remote), its org-wide shard, skills as "name:level,...".
+# Profiles go in with MSET and each set gets one ZADD of all its new members: a command run
+# from Lua costs Redis far more than the entry it writes (a ZADD and a SET per entry took
+# 36 us of Redis per helper; grouped, 25; Lua's unpack takes at most ~8,000 values).
 _LOAD = """
 local profiles, sets, sizes = ARGV[1], ARGV[2], ARGV[3]
-local added = {}
+local members, skill_of, mset = {}, {}, {}
+local function add(key, level, id)
+  local m = members[key]
+  if m == nil then
+    m = {}
+    members[key] = m
+  end
+  m[#m + 1] = level
+  m[#m + 1] = id
+end
 for i = 4, #ARGV, 5 do
   local id, cell, shard = ARGV[i], ARGV[i + 2], ARGV[i + 3]
-  redis.call('SET', profiles .. id, ARGV[i + 1])
+  mset[#mset + 1] = profiles .. id
+  mset[#mset + 1] = ARGV[i + 1]
+  if #mset >= 4000 then
+    redis.call('MSET', unpack(mset))
+    mset = {}
+  end
   for name, level in string.gmatch(ARGV[i + 4], '([^,:]+):(%d+)') do
-    if redis.call('ZADD', sets .. name .. ':' .. shard, level, id) == 1 then
-      added[name] = (added[name] or 0) + 1
-    end
-    if cell ~= '' then redis.call('ZADD', sets .. cell .. ':' .. name, level, id) end
+    local key = sets .. name .. ':' .. shard
+    skill_of[key] = name
+    add(key, level, id)
+    if cell ~= '' then add(sets .. cell .. ':' .. name, level, id) end
+  end
+end
+if #mset > 0 then redis.call('MSET', unpack(mset)) end
+local added = {}
+for key, m in pairs(members) do
+  local name = skill_of[key]
+  for first = 1, #m, 4000 do
+    local n = redis.call('ZADD', key, unpack(m, first, math.min(#m, first + 3999)))
+    if name then added[name] = (added[name] or 0) + n end
   end
 end
 for name, n in pairs(added) do redis.call('HINCRBY', sizes, name, n) end
 return 1
 """
-LOAD_CHUNK = 10_000  # helpers per call: a rebuild's consumer batch in one call
+LOAD_CHUNK = 20_000  # helpers per call: about a third of a second of Redis's time
 
 
 @dataclass(slots=True)
@@ -230,6 +359,22 @@ class Candidate:
     recent: int  # offers it received over the last days
 
 
+class Candidates(list[Candidate]):
+    """What a candidate search found: the helpers that may be eligible, how many it examined,
+    and why the others could not take the request (for the coordinator's explanation)."""
+
+    def __init__(
+        self,
+        found: Iterable[Candidate] = (),
+        *,
+        examined: int | None = None,
+        ruled_out: list[Check] | None = None,
+    ) -> None:
+        super().__init__(found)
+        self.ruled_out = ruled_out or []
+        self.examined = len(self) + len(self.ruled_out) if examined is None else examined
+
+
 def tier_for(radius_km: float) -> Tier:
     return next(t for t in TIERS if radius_km <= t.max_radius_km)
 
@@ -241,6 +386,9 @@ class HelperIndex:
         self._candidates = redis.register_script(_CANDIDATES)
         self._apply = redis.register_script(_APPLY)
         self._load = redis.register_script(_LOAD)
+        # Time zones seen among an org's helpers: the search is told the request window in
+        # each, so that it can rule out helpers whose weekly slots miss it.
+        self._zones: dict[str, set[str]] = {}
 
     # -- keys ------------------------------------------------------------------------------
     def _profile_prefix(self, org: str) -> str:
@@ -318,39 +466,8 @@ class HelperIndex:
                 keys=[], args=[a for op in ops[start : start + APPLY_CHUNK] for a in op]
             )
 
-    def prepare_load(
-        self, changes: Iterable[tuple[str, str, Packed | None]], loaded: set[tuple[str, str]]
-    ) -> BulkLoad:
-        """Plan changes for an index that this rebuild started from empty (`loaded` holds the
-        helpers written so far, and gains these). A helper written for the first time has no
-        earlier sets to leave, so it goes without a read-back, in the compact form of _LOAD; a
-        second version of one, or a removal, goes through apply. Planning is all the Python
-        work, so a rebuild can plan one batch while Redis writes the previous."""
-        latest: dict[tuple[str, str], Packed | None] = {}
-        for org, helper_id, packed in changes:
-            latest.pop((org, helper_id), None)
-            latest[(org, helper_id)] = packed
-        bulk = BulkLoad([], {})
-        for (org, helper_id), p in latest.items():
-            if p is None or (org, helper_id) in loaded:
-                helper = None if p is None else helper_from_json(p.record)
-                bulk.again.append((org, helper_id, helper))
-                if p is None:
-                    loaded.discard((org, helper_id))
-                continue
-            loaded.add((org, helper_id))
-            cell = ""
-            if p.lat is not None and p.lon is not None:
-                tier = tier_for(p.radius_km)
-                cell = f"{tier.name}:{h3.latlng_to_cell(p.lat, p.lon, tier.resolution)}"
-            skills = ",".join(f"{name}:{level}" for name, level in p.skills.items())
-            bulk.fresh.setdefault(org, []).extend(
-                (helper_id, p.packed, cell, str(_shard(helper_id)), skills)
-            )
-        return bulk
-
     async def load(self, bulk: BulkLoad) -> None:
-        """Write a planned bulk load (see prepare_load)."""
+        """Write a planned bulk load (see plan_load)."""
         if bulk.again:
             await self.apply(bulk.again)
         step = 5 * LOAD_CHUNK
@@ -380,14 +497,15 @@ class HelperIndex:
 
     async def candidates(
         self, request: Request, *, limit: int = MAX_CANDIDATES, loads: LoadQuery | None = None
-    ) -> list[Candidate]:
-        """At most `limit` helpers holding the rarest required skill at its level and roughly
-        within their radius of the request, nearest cells first, with their current load when
-        asked; the exact hard constraints are checked afterwards by the caller."""
+    ) -> Candidates:
+        """Helpers holding the rarest required skill at its level and roughly within their
+        radius of the request, nearest cells first, at most `limit` of them examined; those
+        the index could rule out are only tallied, the rest come back with their current load
+        when asked. The caller checks every hard constraint on what comes back."""
         cells, ring0, ring1 = self.search_cells(request)
         limits = PER_RING if request.lat is not None else (limit, limit, limit)
+        start, end = request.window.start, request.window.end
         args: list[str | int | float] = [
-            "",
             *limits,
             ring0,
             ring1,
@@ -399,24 +517,31 @@ class HelperIndex:
             "" if request.lat is None else request.lat,
             "" if request.lon is None else request.lon,
             ",".join(cells),
+            ",".join(request.languages),
+            _spans(self._zones.get(request.org, ()), start, end),
         ]
         if loads is not None:
             args += [
                 loads.load_prefix,
-                int(request.window.start.timestamp()),
-                int(request.window.end.timestamp()),
+                int(start.timestamp()),
+                int(end.timestamp()),
                 ",".join(loads.recent_keys),
             ]
         flat = await self._candidates(keys=[], args=args)
-        org, step = request.org, 2 if loads is None else 4
-        return [
-            Candidate(
-                unpack_helper(org, _text(flat[i]), bytes(flat[i + 1])),
-                int(flat[i + 2]) if loads is not None else 0,
-                int(flat[i + 3]) if loads is not None else 0,
-            )
-            for i in range(0, len(flat), step)
-        ]
+        org = request.org
+        found = Candidates(
+            (
+                Candidate(unpack_helper(org, _text(flat[i]), flat[i + 1]), flat[i + 2], flat[i + 3])
+                for i in range(2, len(flat), 4)
+            ),
+            examined=flat[0],
+            ruled_out=_ruled_out(flat[1]),
+        )
+        if found:
+            zones = self._zones.setdefault(org, set())
+            if len(zones) < MAX_ZONES:
+                zones.update(c.helper.timezone for c in found)
+        return found
 
     async def is_current(self) -> bool:
         raw = await self._r.get(self.version_key)
@@ -464,6 +589,61 @@ class HelperIndex:
         return removed
 
 
+def _spans(zones: Iterable[str], start: datetime, end: datetime) -> str:
+    """The request window in each zone's local time, "zone=weekday,start,end;...", for the
+    zones where it is one stretch of one local day (the others are left to the caller)."""
+    parts = []
+    for zone in zones:
+        span = local_span(zone, start, end)
+        if span is not None:
+            parts.append(f"{zone}={span[0]},{span[1]!r},{span[2]!r}")
+    return ";".join(parts)
+
+
+def _ruled_out(tally: list[bytes]) -> list[Check]:
+    """The search's tally (reason, count, ...) as the checks domain/eligibility.py makes."""
+    out: list[Check] = []
+    for i in range(0, len(tally), 2):
+        reason, _, detail = _text(tally[i]).partition(":")
+        out += [Check(Rejection(reason), detail=detail)] * int(tally[i + 1])
+    return out
+
+
+def plan_load(
+    changes: Iterable[tuple[str, str, dict[str, Any] | None]], loaded: set[tuple[str, str]]
+) -> BulkLoad:
+    """Plan helpers-topic records (as JSON; None for a removal) for an index that this
+    rebuild started from empty (`loaded` holds the helpers written so far, and gains these).
+    A helper written for the first time has no earlier sets to leave, so it goes without a
+    read-back, in the compact form of _LOAD; a second version of one, or a removal, goes
+    through apply. Planning is all the Python work, and needs no connection, so a rebuild
+    plans in another process while Redis writes the previous load."""
+    latest: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for org, helper_id, record in changes:
+        latest.pop((org, helper_id), None)
+        latest[(org, helper_id)] = record
+    bulk = BulkLoad([], {})
+    for (org, helper_id), record in latest.items():
+        if record is None or (org, helper_id) in loaded:
+            bulk.again.append(
+                (org, helper_id, None if record is None else helper_from_json(record))
+            )
+            if record is None:
+                loaded.discard((org, helper_id))
+            continue
+        profile = record["profile"]
+        packed = pack_json(profile)  # first: an unreadable profile raises before any change
+        loaded.add((org, helper_id))
+        cell = ""
+        if loc := profile.get("location"):
+            tier = tier_for(float(profile.get("radius_km", 10)))
+            cell = f"{tier.name}:{h3.latlng_to_cell(loc['lat'], loc['lon'], tier.resolution)}"
+        bulk.fresh.setdefault(org, []).extend(
+            (helper_id, packed, cell, _shard_name(helper_id), _skill_list(profile["skills"]))
+        )
+    return bulk
+
+
 @lru_cache(maxsize=65_536)
 def _disk(tier: str, center: str) -> tuple[tuple[str, ...], ...]:
     """A cell's rings 0..RING as "tier:cell" names. Cached: requests from one neighbourhood
@@ -476,6 +656,23 @@ def _disk(tier: str, center: str) -> tuple[tuple[str, ...], ...]:
 
 def _shard(helper_id: str) -> int:
     return zlib.crc32(helper_id.encode()) % ORG_SHARDS
+
+
+_SHARD_NAMES = tuple(str(n) for n in range(ORG_SHARDS))
+
+
+def _shard_name(helper_id: str) -> str:
+    return _SHARD_NAMES[zlib.crc32(helper_id.encode()) % ORG_SHARDS]
+
+
+def _skill_list(skills: dict[str, int]) -> str:
+    """Skills as _LOAD reads them, "name:level,..."; made once per distinct set of skills."""
+    return _skill_text(tuple(skills.items()))
+
+
+@lru_cache(maxsize=65_536)
+def _skill_text(skills: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"{name}:{level}" for name, level in skills)
 
 
 def _raw(value: bytes | str) -> bytes:

@@ -214,7 +214,7 @@ class Matcher:
             )
         ranked.sort(key=lambda s: (-s.score, s.helper.id))
         rejected += [Check(Rejection.CAPACITY)] * full
-        return Ranking(ranked, rejected, len(found), remaining)
+        return Ranking(ranked, rejected + found.ruled_out, found.examined, remaining)
 
     def wanted(self, state: RequestState, request: Request) -> int:
         """Offers to make now: one per open slot, k per slot for critical requests (fan-out)."""

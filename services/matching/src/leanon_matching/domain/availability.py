@@ -13,7 +13,7 @@ MINUTES_PER_DAY = 24 * 60
 
 def weekly_intervals(slots: tuple[Slot, ...], zone: str, window: Interval) -> list[Interval]:
     """The weekly slots as absolute UTC intervals around the window (DST-aware)."""
-    tz = ZoneInfo(zone)
+    tz = time_zone(zone)
     first = window.start.astimezone(tz).date() - timedelta(days=1)
     last = window.end.astimezone(tz).date()
     out: list[Interval] = []
@@ -29,6 +29,13 @@ def weekly_intervals(slots: tuple[Slot, ...], zone: str, window: Interval) -> li
                 out.append(Interval(start_utc, end_utc))
         day += timedelta(days=1)
     return out
+
+
+@lru_cache(maxsize=1024)
+def time_zone(name: str) -> ZoneInfo:
+    """The zone, held: ZoneInfo keeps only weak references to the zones it loaded, so a zone
+    nothing else holds on to is read from disk again at its next use."""
+    return ZoneInfo(name)
 
 
 def _wall(day: date, minutes: int, tz: ZoneInfo) -> datetime:
@@ -80,7 +87,7 @@ def same_day_coverage(slots: tuple[Slot, ...], zone: str, window: Interval) -> f
     None when the window crosses local midnight or a daylight-saving change; the exact
     interval computation then decides.
     """
-    local = _local_span(zone, window.start, window.end)
+    local = local_span(zone, window.start, window.end)
     if local is None:
         return None
     weekday, a, b = local
@@ -101,13 +108,13 @@ def same_day_coverage(slots: tuple[Slot, ...], zone: str, window: Interval) -> f
 
 
 @lru_cache(maxsize=4096)
-def _local_span(
+def local_span(
     zone: str, start_utc: datetime, end_utc: datetime
 ) -> tuple[int, float, float] | None:
     """The window as (local weekday, start minute, end minute) in the zone, or None when it
     crosses local midnight or an offset change. Cached: a request's candidates mostly share a
     zone, and the zone conversion was the costliest step of checking each one."""
-    tz = ZoneInfo(zone)
+    tz = time_zone(zone)
     start, end = start_utc.astimezone(tz), end_utc.astimezone(tz)
     if start.utcoffset() != end.utcoffset():
         return None
