@@ -13,7 +13,7 @@ import pytest
 
 from leanon_notification.signing import HEADER, verify
 from leanon_notification.webhooks import WebhookSender
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 SECRET = b"connections-test-secret-0123456"
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -172,7 +172,9 @@ async def test_a_host_that_stops_answering_turns_the_queue_away_in_time() -> Non
         assert (await c.send(f"{srv.url}/a", b"{}")).delivered
         started = asyncio.get_running_loop().time()
         stalled = [asyncio.ensure_future(c.send(f"{srv.url}/a", b"{}")) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        await wait_for(
+            lambda: len(srv.requests) >= 3, timeout=5, what="both stalled posts to arrive"
+        )
         queued = await c.send(f"{srv.url}/a", b"{}")  # queues: the host answered just now
         waited = asyncio.get_running_loop().time() - started
         later = await c.send(f"{srv.url}/a", b"{}")  # no answer for a while now: at once
