@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from leanon_matching.domain.eligibility import Rejection, check
-from leanon_matching.domain.model import Helper, Interval, Slot
+from leanon_matching.domain.model import Helper, Interval
 from leanon_matching.index import HelperIndex
 from tests.conftest import Infra
-from tests.unit.factories import MONDAY, helper, request, slot
+from tests.unit.factories import MONDAY, helper, request, slot, weekly_slots
 
 
 def reasons(checks: list) -> Counter[tuple[str, str]]:  # type: ignore[type-arg]
@@ -57,15 +57,7 @@ async def test_the_search_rules_out_helpers_and_says_why(redis: Redis, prefix: s
 
 
 zones = st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
-slots = st.lists(
-    st.builds(
-        lambda d, s, e: Slot(d, s * 15, e * 15),
-        st.integers(0, 6),
-        st.integers(0, 95),
-        st.integers(0, 96),
-    ),
-    max_size=6,
-).map(tuple)
+slots = weekly_slots(15, max_size=6)
 helpers = st.builds(
     lambda skills, langs, dlat, dlon, radius, zone, weekly, window: (
         skills,

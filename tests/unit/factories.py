@@ -2,6 +2,8 @@
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import strategies as st
+
 from leanon_matching.domain.model import Helper, Interval, Request, Slot
 
 MONDAY = datetime(2026, 12, 7, tzinfo=UTC)  # a Monday
@@ -10,6 +12,21 @@ MONDAY = datetime(2026, 12, 7, tzinfo=UTC)  # a Monday
 def slot(day: int, start: str, end: str) -> Slot:
     (sh, sm), (eh, em) = (map(int, start.split(":")), map(int, end.split(":")))
     return Slot(day, sh * 60 + sm, eh * 60 + em)
+
+
+def weekly_slots(step_minutes: int, max_size: int) -> st.SearchStrategy[tuple[Slot, ...]]:
+    """Hypothesis: a helper's weekly slots on a grid of `step_minutes` (empty, reversed and
+    zero-length ones included, as a careless client could send)."""
+    steps = 24 * 60 // step_minutes
+    return st.lists(
+        st.builds(
+            lambda d, s, e: Slot(d, s * step_minutes, e * step_minutes),
+            st.integers(0, 6),
+            st.integers(0, steps - 1),
+            st.integers(0, steps),
+        ),
+        max_size=max_size,
+    ).map(tuple)
 
 
 def helper(**over: object) -> Helper:

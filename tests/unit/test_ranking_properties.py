@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leanon_matching.domain.availability import covered_seconds, weekly_intervals
-from leanon_matching.domain.model import Helper, Interval, Request, Slot
+from leanon_matching.domain.model import Helper, Interval, Request
 from leanon_matching.index import Candidate, Candidates
 from leanon_matching.service import Matcher, MatchingConfig
+from tests.unit.factories import weekly_slots
 
 SKILLS = ["a", "b", "c"]
 
@@ -46,15 +47,7 @@ helpers = st.builds(
     st.floats(52.3, 52.7),
     st.floats(13.1, 13.7),
     st.sampled_from([2.0, 5.0, 10.0, 25.0]),
-    st.lists(
-        st.builds(
-            lambda d, s, e: Slot(d, s * 60, e * 60),
-            st.integers(0, 6),
-            st.integers(0, 23),
-            st.integers(0, 23),
-        ),
-        max_size=5,
-    ).map(tuple),
+    weekly_slots(60, max_size=5),
     st.sampled_from(["UTC", "Europe/Berlin"]),
 )
 
