@@ -224,21 +224,26 @@ class Tracker:
         self.bad_signatures = 0
         self.other: dict[str, int] = {}
 
-    def offer(self, rid: str, now: float) -> None:
+    def _first_outcome(self, rid: str) -> tuple[Step, float] | None:
+        """The request's step and due time, the first time an outcome (offer or unmatched)
+        arrives for it; None for a repeat or a request this run did not send."""
         entry = self.due.get(rid)
         if entry is None or rid in self.first_offer:
-            return
+            return None
         self.first_offer.add(rid)
+        return entry
+
+    def offer(self, rid: str, now: float) -> None:
+        if (entry := self._first_outcome(rid)) is None:
+            return
         step, due = entry
         step.offered += 1
         step.arrived(now)
         step.offer.record_value(max(1, int((now - due) * 1_000_000)))
 
     def decided_unmatched(self, rid: str, now: float) -> None:
-        entry = self.due.get(rid)
-        if entry is None or rid in self.first_offer:
+        if (entry := self._first_outcome(rid)) is None:
             return
-        self.first_offer.add(rid)
         entry[0].unmatched += 1
         entry[0].arrived(now)
 

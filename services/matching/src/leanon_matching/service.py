@@ -1,9 +1,10 @@
 """Matching's application service: applies commands to requests and makes the best offers.
 
-`handle_batch` takes the commands of one consumer batch in order. Consecutive submissions are
-assigned jointly (see domain/assignment.py); every other command is applied to its request one
-by one. Each request's state is saved with an outbox of the events it produced; `flush`
-publishes all outboxes of the batch at once and then clears them, before offsets are committed.
+`handle_batch` takes the commands of one consumer batch: its submissions are assigned jointly
+(see domain/assignment.py), then every other command is applied, in order per request and
+concurrently across requests. Redis is read and written a batch at a time. Each request's state
+is saved with an outbox of the events it produced; `flush` publishes all outboxes of the batch
+at once and then clears them, before offsets are committed.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Matcher:
         self.clock = clock
         self._dirty: dict[tuple[str, str], Loaded] = {}
         self._loaded: dict[tuple[str, str], Loaded | None] = {}
-        self._unsaved: dict[tuple[str, str], Loaded] | None = None  # lanes' saves, per batch
+        self._unsaved: dict[tuple[str, str], Loaded] | None = None  # saved at a batch's end
         self._concurrency = asyncio.Semaphore(LANES)
 
     # -- entry points ----------------------------------------------------------------------
@@ -273,16 +274,15 @@ class Matcher:
             needs.append(Need(item.request, self.wanted(item.state, item.request), ranking.ranked))
         chosen = assign(needs, remaining, joint=self.config.joint_assignment)
         now = self.clock()
-        holds = [(item, pick) for item, picks in zip(work, chosen, strict=True) for pick in picks]
-        won = await self.reservations.reserve_many([_hold(i, p) for i, p in holds], now)
+        holds = [(n, pick) for n, picks in enumerate(chosen) for pick in picks]
+        won = await self.reservations.reserve_many([_hold(work[n], p) for n, p in holds], now)
         made: list[tuple[Open, Offer]] = []
-        full = dict.fromkeys(range(len(work)), 0)
-        by_item = {id(item): n for n, item in enumerate(work)}
-        for (item, pick), ok in zip(holds, won, strict=True):
+        full = [0] * len(work)  # per request: picks another request booked first
+        for (n, pick), ok in zip(holds, won, strict=True):
             if ok:
-                made.append((item, self._add_offer(item, pick, now)))
+                made.append((work[n], self._add_offer(work[n], pick, now)))
             else:
-                full[by_item[id(item)]] += 1
+                full[n] += 1
         for n, (item, need, ranking, picks) in enumerate(
             zip(work, needs, rankings, chosen, strict=True)
         ):
@@ -302,7 +302,12 @@ class Matcher:
         await self._record_offers(made)
 
     async def _offer_one_by_one(
-        self, item: Open, candidates: list[Scored], limit: int, now: datetime, made: list[Any]
+        self,
+        item: Open,
+        candidates: list[Scored],
+        limit: int,
+        now: datetime,
+        made: list[tuple[Open, Offer]],
     ) -> int:
         """Reserve candidates in turn until `limit` offers are made; returns how many were
         already fully booked."""
