@@ -1,11 +1,11 @@
 """Where a matching decision's time goes, at one population size, against a kept index.
 
-Loads the seeded helpers once under the prefix `prof<N>.` (kept between runs so a second run
-starts in seconds; `--drop` removes it), then ranks requests and reports: latency, the Python
-CPU per decision, the Redis time of the candidate script (INFO commandstats, so other clients
-of a shared Redis add to it), the commands it ran per decision, and the cyclic collector's
-pauses. The machine is shared: compare runs made back to back, never against a number from
-another day.
+Loads the seeded helpers once under the prefix `prof<N>.` (kept between runs of the same
+index version, so a second run starts in seconds; `--drop` removes it), then ranks requests
+and reports: latency, the Python CPU per decision, the Redis time of the candidate script
+(INFO commandstats, so other clients of a shared Redis add to it), the commands it ran per
+decision, and the cyclic collector's pauses. The machine is shared: compare runs made back
+to back, never against a number from another day.
 
     python bench/profile_decisions.py 1000000
     python bench/profile_decisions.py 1000000 --drop
@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import city
-from matching import to_helper, to_request
+from matching import load_index, to_request
 
 from leanon_matching.index import HelperIndex
 from leanon_matching.reservations import Reservations
@@ -66,16 +66,11 @@ async def run(args: argparse.Namespace) -> None:
     index = HelperIndex(redis, prefix)
     if args.drop:
         print(f"dropped {await index.clear()} keys")
-        await redis.delete(prefix + "loaded")
         return
-    if not await redis.get(prefix + "loaded"):
-        started = time.perf_counter()
-        helpers = [to_helper(h) for h in city.make_helpers(args.helpers, args.seed)]
-        for i in range(0, len(helpers), 5000):
-            await index.apply((h.org, h.id, h) for h in helpers[i : i + 5000])
-        await redis.set(prefix + "loaded", "1")
-        print(f"indexed {args.helpers:,} helpers in {time.perf_counter() - started:.0f} s")
-        del helpers
+    if not await index.is_current():
+        seconds = await load_index(index, city.make_helpers(args.helpers, args.seed))
+        await index.mark_current()
+        print(f"indexed {args.helpers:,} helpers in {seconds:.0f} s")
     gc.collect()
     requests = [to_request(r) for r in city.make_requests(args.requests, args.seed + 1)]
     matcher = Matcher(

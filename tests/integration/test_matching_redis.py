@@ -148,6 +148,19 @@ async def _dump(redis: Redis, prefix: str) -> dict[str, object]:
     return out
 
 
+def _counts_per_level(dump: dict[str, Any]) -> dict[bytes, bytes]:
+    """What the search's counts hash must hold: for every cell set ("hz:o:<tier>:<cell>:
+    <skill>") and level, how many of its members are at or above that level."""
+    out: dict[bytes, bytes] = {}
+    for name, members in dump.items():
+        if name.count(":") == 4:
+            cell_set = name.removeprefix("hz:o:")
+            for level in range(1, 6):
+                if n := sum(score >= level for _, score in members):
+                    out[f"{cell_set}>{level}".encode()] = str(n).encode()
+    return out
+
+
 async def test_a_rebuilds_bulk_load_writes_the_same_index_as_updates(
     redis: Redis, prefix: str
 ) -> None:
@@ -176,6 +189,7 @@ async def test_a_rebuilds_bulk_load_writes_the_same_index_as_updates(
         expected = await _dump(redis, prefix + "u.")
         assert "h:o:gone" not in expected and "h:o:b" in expected
         assert await _dump(redis, prefix + "b.") == expected
+        assert _counts_per_level(expected) == expected["hz:o:>"]
     finally:
         await updates.clear()
         await bulk.clear()

@@ -4,12 +4,13 @@ reason, on a real Redis: what it hands back plus what it tallied is what Python 
 import asyncio
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from leanon_matching.domain.availability import time_zone
 from leanon_matching.domain.eligibility import Rejection, check
 from leanon_matching.domain.model import Helper, Interval
 from leanon_matching.index import HelperIndex
@@ -56,6 +57,31 @@ async def test_the_search_rules_out_helpers_and_says_why(redis: Redis, prefix: s
     )
 
 
+async def test_the_search_weighs_partial_availability_against_the_threshold(
+    redis: Redis, prefix: str
+) -> None:
+    index = HelperIndex(redis, prefix)
+    berlin = {"timezone": "Europe/Berlin"}
+    await index.upsert(helper(id="all-day", weekly=(slot(0, "09:00", "17:00"),), **berlin))
+    # The two slots together cover a quarter of the 10:00-12:00 (local) window.
+    partly = (slot(0, "11:30", "11:45"), slot(0, "11:40", "12:00"), slot(1, "10:00", "12:00"))
+    await index.upsert(helper(id="half-hour", weekly=partly, **berlin))
+    start = datetime(2026, 12, 7, 9, tzinfo=UTC)  # Monday 10:00 in Berlin
+    req = request(window=Interval(start, start + timedelta(hours=2)))
+    index.zones_for(req).add("Europe/Berlin")
+
+    everything = await index.candidates(req, coverage_threshold=1.0)
+    assert [c.helper.id for c in everything] == ["all-day"]
+    assert reasons(everything.ruled_out) == Counter({("availability", ""): 1})
+    assert check(helper(id="half-hour", weekly=partly, **berlin), req).rejection == (
+        Rejection.AVAILABILITY
+    )
+    a_quarter = await index.candidates(req, coverage_threshold=0.25)
+    assert sorted(c.helper.id for c in a_quarter) == ["all-day", "half-hour"]
+    more = await index.candidates(req, coverage_threshold=0.26)
+    assert [c.helper.id for c in more] == ["all-day"]
+
+
 zones = st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
 slots = weekly_slots(15, max_size=6)
 helpers = st.builds(
@@ -84,6 +110,8 @@ requests = st.tuples(
     st.booleans(),  # located
     st.integers(0, 7 * 24 * 4 - 1),  # start, in quarters of an hour from Monday 00:00 UTC
     st.integers(1, 12),  # length in quarters of an hour
+    st.sampled_from([1e-6, 0.5, 1.0]),  # the coverage threshold: any, half, all
+    st.booleans(),  # the window starts where the first helper's first weekly slot does
 )
 
 
@@ -111,8 +139,16 @@ async def _compare(redis_url: str, specs: list, spec: tuple) -> None:  # type: i
                 )
             )
         await index.apply((h.org, h.id, h) for h in population)
-        skills, langs, located, quarter, length = spec
+        skills, langs, located, quarter, length, threshold, in_slot = spec
         start = MONDAY + timedelta(minutes=15 * quarter)
+        first = population[0]
+        if in_slot and first.weekly:
+            # Random windows seldom fall wholly within a slot: make some that do, so that
+            # helpers the search must keep at a high threshold occur.
+            day, minutes = first.weekly[0].weekday, first.weekly[0].start
+            local = datetime.combine(MONDAY.date(), time(), time_zone(first.timezone))
+            start = (local + timedelta(days=day, minutes=minutes)).astimezone(UTC)
+            length = min(length, max(1, (first.weekly[0].end - minutes) // 15))
         req = request(
             skills=skills,
             languages=frozenset(langs),
@@ -120,16 +156,14 @@ async def _compare(redis_url: str, specs: list, spec: tuple) -> None:  # type: i
             lon=13.4 if located else None,
             window=Interval(start, start + timedelta(minutes=15 * length)),
         )
-        index._zones["o"] = {"UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"}
-        found = await index.candidates(req, limit=1000)
+        index.zones_for(req).update({"UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"})
+        found = await index.candidates(req, limit=1000, coverage_threshold=threshold)
         # The same helpers (decoded from the index, as the search sees them), judged in Python.
         decoded = {c.helper.id: c.helper for c in found}
         returned = set(decoded)
         expected_out: Counter[tuple[str, str]] = Counter()
         for h in population:
-            # The search leaves partial availability to the caller: it may rule a helper out
-            # only when none of the window is covered, whatever the threshold.
-            verdict = check(h, req, coverage_threshold=1e-6)
+            verdict = check(h, req, coverage_threshold=threshold)
             if h.id in returned:
                 continue
             if verdict.rejection is None:

@@ -27,7 +27,7 @@ from leanon_matching.domain.availability import local_span
 from leanon_matching.domain.eligibility import Check, Rejection
 from leanon_matching.domain.model import Helper, Request
 
-INDEX_VERSION = "4"
+INDEX_VERSION = "5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,8 @@ RING = 2
 ORG_SHARDS = 1024
 PER_RING = (16, 8, 4)  # helpers read per set in the own cell, the first ring, the second
 MAX_CANDIDATES = 64  # helpers examined per request
-MAX_ZONES = 64  # time zones per org the search screens availability in; others: the caller
+MAX_ZONES = 64  # time zones per area the search screens availability in; others: the caller
+ZONE_AREA_RESOLUTION = 1  # H3 cells of ~600 km across: the areas whose zones are remembered
 
 # The candidate search, in one round trip. ARGV: per-set limits for ring 0, ring 1 and ring 2;
 # how many sets are ring 0 and ring 1; how many helpers to examine at most; offset seed;
@@ -56,8 +57,9 @@ MAX_ZONES = 64  # time zones per org the search screens availability in; others:
 # request's lat and lon ("" when remote); the sets to read as "tier:cell" joined by ",",
 # nearest first ("*<n>": shard n of the org-wide sets); the request's languages joined by ","
 # ("" for any); the request window in local time per time zone, "zone=weekday,start,end;..."
-# in minutes (zones missing here are left to the caller); then optionally the load-hash
-# prefix, the window in epoch seconds and the recent-offer hashes joined by ",".
+# in minutes (zones missing here are left to the caller); the coverage threshold; then
+# optionally the load-hash prefix, the window in epoch seconds and the recent-offer hashes
+# joined by ",".
 # Keys are built here, not passed, which keeps a call with ~100 sets cheap to send; it also
 # means one org's index must live on one Redis node (no cluster slots).
 # Within a set, helpers at or above the level are read by rank from a random offset (so a dense city
@@ -65,7 +67,8 @@ MAX_ZONES = 64  # time zones per org the search screens availability in; others:
 # Each helper within rough reach counts as examined and is screened here against the cheap
 # hard constraints, in the order domain/eligibility.py checks them: every required skill,
 # a shared language, the exact distance, and availability where the weekly slots alone decide
-# and cover none of the window. Only those it cannot rule out come back, with their load:
+# and cover less of the window than the threshold (the same-day case of
+# availability.same_day_coverage). Only those it cannot rule out come back, with their load:
 # a decision's helpers were two thirds ruled out, and decoding and checking them in Python
 # cost more than screening them here.
 # Returns examined, {reason, count, ...}, then id, packed profile, load, recent offers, ...
@@ -102,6 +105,8 @@ local spans = {}
 for zone, day, a, b in string.gmatch(ARGV[15], '([^=;]+)=(%d+),([^,;]+),([^,;]+)') do
   spans[zone] = {tonumber(day), tonumber(a), tonumber(b)}
 end
+local threshold = tonumber(ARGV[16])
+local function by_start(x, y) return x[1] < y[1] end
 local rad = math.pi / 180
 local cos_lat, km_per_degree = math.cos(lat * rad), 111.195
 
@@ -149,7 +154,8 @@ local function screen(p, radius10, hlat, hlon)
   if span == nil or byte(p, pos + 1 + 5 * count) ~= 0 then return nil end  -- windows: caller
   pos = pos + 1
   local day, a, b = span[1], span[2], span[3]
-  for _ = 1, count do  -- any overlap at all: partial coverage is for the caller to weigh
+  local ranges = {}
+  for _ = 1, count do  -- as availability.same_day_coverage: the slots that touch the window
     local d = byte(p, pos)
     local s = byte(p, pos + 1) + 256 * byte(p, pos + 2)
     local e = byte(p, pos + 3) + 256 * byte(p, pos + 4)
@@ -157,48 +163,78 @@ local function screen(p, radius10, hlat, hlon)
     if d == day then
       local upper = e
       if e <= s then upper = 1440 end
-      if min(upper, b) > max(s, a) then return nil end
+      if min(upper, b) > max(s, a) then ranges[#ranges + 1] = {s, upper} end
     end
-    if e <= s and (d + 1) % 7 == day and min(e, b) > a then return nil end
+    if e <= s and (d + 1) % 7 == day and min(e, b) > a then ranges[#ranges + 1] = {0, e} end
   end
-  return 'availability'
+  if #ranges == 0 then return 'availability' end
+  if #ranges > 1 then table.sort(ranges, by_start) end
+  local covered, reach = 0, a
+  for i = 1, #ranges do
+    local lo, hi = max(ranges[i][1], reach), min(ranges[i][2], b)
+    if hi > lo then
+      covered = covered + hi - lo
+      reach = hi
+    end
+  end
+  -- Short of the threshold by more than rounding: check() would say the same.
+  if covered / (b - a) + 1e-6 < threshold then return 'availability' end
+  return nil
 end
 
 local out, seen, found, tally, examined = {0, {}}, {}, {}, {}, 0
-local function examine(ids)
-  local keys = {}
-  for i = 1, #ids do keys[i] = profile_prefix .. ids[i] end
-  local profiles = redis.call('MGET', unpack(keys))
-  for i = 1, #ids do
-    local p = profiles[i]
-    if p then
-      local _, _, radius10, hlat, hlon = struct.unpack('<BBHff', p)
-      local near = not located
-      if located and hlat == hlat then  -- a cheap first cut on distance (NaN: no location)
+-- Screen a set's members (ids, or in cell sets ids with the helper's radius and location, so
+-- that helpers out of reach are dropped without reading their profiles). True when enough
+-- helpers have been examined.
+local function examine(members)
+  local ids, keys = {}, {}
+  for i = 1, #members do
+    local m = members[i]
+    if not seen[m] then
+      seen[m] = true
+      local id, near = m, true
+      if located then  -- a cheap first cut on distance
+        local radius10, hlat, hlon = struct.unpack('<Hff', m, #m - 9)
+        id = sub(m, 1, #m - 10)
         local dy = (hlat - lat) * km_per_degree
         local dx = (hlon - lon) * km_per_degree * cos_lat
         local reach = radius10 / 10 * 1.05 + 1
         near = dx * dx + dy * dy <= reach * reach
       end
       if near then
-        examined = examined + 1
-        local why = screen(p, radius10, hlat, hlon)
-        if why then
-          tally[why] = (tally[why] or 0) + 1
-        else
-          found[#found + 1] = ids[i]
-          out[#out + 1] = ids[i]
-          out[#out + 1] = p
-          out[#out + 1] = 0
-          out[#out + 1] = 0
-        end
-        if examined >= total then return true end
+        ids[#ids + 1] = id
+        keys[#keys + 1] = profile_prefix .. id
       end
+    end
+  end
+  if #ids == 0 then return false end
+  local profiles = redis.call('MGET', unpack(keys))
+  for i = 1, #ids do
+    local p = profiles[i]
+    if p then
+      local _, _, radius10, hlat, hlon = struct.unpack('<BBHff', p)
+      examined = examined + 1
+      local why = screen(p, radius10, hlat, hlon)
+      if why then
+        tally[why] = (tally[why] or 0) + 1
+      else
+        found[#found + 1] = ids[i]
+        out[#out + 1] = ids[i]
+        out[#out + 1] = p
+        out[#out + 1] = 0
+        out[#out + 1] = 0
+      end
+      if examined >= total then return true end
     end
   end
   return false
 end
 
+-- How many helpers of each cell set hold the skill at the level, read from the org's counts
+-- a few dozen sets at a time (one HMGET instead of a ZCOUNT per set); org-wide shards are
+-- counted directly. Sets are ordered by level, highest first, so those at the level are the
+-- first `count` by rank.
+local counts_key, counts = set_prefix .. '>', {}
 for a = 1, #sets do
   local per_key = limits[3]
   if a <= ring0 then
@@ -206,25 +242,27 @@ for a = 1, #sets do
   elseif a <= ring0 + ring1 then
     per_key = limits[2]
   end
-  local key = set_prefix .. sets[a] .. ':' .. skill
+  local key, count
   if byte(sets[a], 1) == 42 then  -- "*<n>": an org-wide shard
     key = set_prefix .. skill .. ':' .. sub(sets[a], 2)
-  end
-  local count = redis.call('ZCOUNT', key, min_level, '+inf')
-  if count > 0 then
-    -- By rank, which a big (skiplist) set reaches in O(log n); BYSCORE with an offset walks.
-    local first = 0
-    if min_level > 1 then first = redis.call('ZCOUNT', key, '-inf', '(' .. min_level) end
-    if count > per_key then first = first + (seed + a * 7919) % (count - per_key + 1) end
-    local ids = redis.call('ZRANGE', key, first, first + min(count, per_key) - 1)
-    local fresh = {}
-    for i = 1, #ids do
-      if not seen[ids[i]] then
-        seen[ids[i]] = true
-        fresh[#fresh + 1] = ids[i]
+    count = redis.call('ZCOUNT', key, min_level, '+inf')
+  else
+    key = set_prefix .. sets[a] .. ':' .. skill
+    if counts[a] == nil then
+      local fields = {}
+      for b = a, min(#sets, a + 31) do
+        fields[#fields + 1] = sets[b] .. ':' .. skill .. '>' .. min_level
       end
+      local got = redis.call('HMGET', counts_key, unpack(fields))
+      for b = 1, #fields do counts[a + b - 1] = tonumber(got[b]) or 0 end
     end
-    if #fresh > 0 and examine(fresh) then break end
+    count = counts[a]
+  end
+  if count > 0 then
+    local first = 0
+    if count > per_key then first = (seed + a * 7919) % (count - per_key + 1) end
+    local members = redis.call('ZRANGE', key, first, first + min(count, per_key) - 1, 'REV')
+    if examine(members) then break end
   end
 end
 
@@ -233,16 +271,16 @@ for why, n in pairs(tally) do
   out[2][#out[2] + 1] = why
   out[2][#out[2] + 1] = n
 end
-if ARGV[16] == nil or ARGV[16] == '' or #found == 0 then return out end
-local start, stop = tonumber(ARGV[17]), tonumber(ARGV[18])
+if ARGV[17] == nil or ARGV[17] == '' or #found == 0 then return out end
+local start, stop = tonumber(ARGV[18]), tonumber(ARGV[19])
 local recent = {}
 for k = 1, #found do recent[k] = 0 end
-for day in string.gmatch(ARGV[19], '[^,]+') do
+for day in string.gmatch(ARGV[20], '[^,]+') do
   local counts = redis.call('HMGET', day, unpack(found))
   for k = 1, #found do recent[k] = recent[k] + (tonumber(counts[k]) or 0) end
 end
 for k = 1, #found do
-  local vals, load = redis.call('HVALS', ARGV[16] .. found[k]), 0
+  local vals, load = redis.call('HVALS', ARGV[17] .. found[k]), 0
   for i = 1, #vals do
     local s, e = string.match(vals[i], '([^,]+),([^,]+)')
     if tonumber(s) < stop and start < tonumber(e) then load = load + 1 end
@@ -255,16 +293,32 @@ return out
 
 
 # Index writes in one call. ARGV: operations, each an opcode and its arguments:
-# "a" set member level (ZADD), "r" set member (ZREM), "s" key value (SET), "d" key (DEL),
-# "A"/"R" set member level|"" counts skill: ZADD/ZREM that also keep the org's skill sizes.
+# "c"/"x" org-prefix set member level: ZADD/ZREM in a cell set ("<prefix><set>"), keeping the
+# org's counts per set and level ("<prefix>>", field "<set>><level>": helpers at or above it);
+# "A"/"R" set member level|"" counts skill: ZADD/ZREM in an org-wide shard that also keep the
+# org's skill sizes; "s" key value (SET), "d" key (DEL).
 _APPLY = """
+local function count(prefix, set, level, by)
+  for l = 1, tonumber(level) do
+    local field = set .. '>' .. l
+    if redis.call('HINCRBY', prefix .. '>', field, by) <= 0 then
+      redis.call('HDEL', prefix .. '>', field)
+    end
+  end
+end
 local i = 1
 while i <= #ARGV do
   local op = ARGV[i]
-  if op == 'a' then
-    redis.call('ZADD', ARGV[i + 1], ARGV[i + 3], ARGV[i + 2]); i = i + 4
-  elseif op == 'r' then
-    redis.call('ZREM', ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  if op == 'c' then
+    if redis.call('ZADD', ARGV[i + 1] .. ARGV[i + 2], ARGV[i + 4], ARGV[i + 3]) == 1 then
+      count(ARGV[i + 1], ARGV[i + 2], ARGV[i + 4], 1)
+    end
+    i = i + 5
+  elseif op == 'x' then
+    if redis.call('ZREM', ARGV[i + 1] .. ARGV[i + 2], ARGV[i + 3]) == 1 then
+      count(ARGV[i + 1], ARGV[i + 2], ARGV[i + 4], -1)
+    end
+    i = i + 5
   elseif op == 's' then
     redis.call('SET', ARGV[i + 1], ARGV[i + 2]); i = i + 3
   elseif op == 'A' then  -- a counted add: the org's size for the skill grows when new
@@ -296,7 +350,7 @@ APPLY_CHUNK = 10_000  # operations per call
 # 36 us of Redis per helper; grouped, 25; Lua's unpack takes at most ~8,000 values).
 _LOAD = """
 local profiles, sets, sizes = ARGV[1], ARGV[2], ARGV[3]
-local members, skill_of, mset = {}, {}, {}
+local members, skill_of, mset, levels = {}, {}, {}, {}
 local function add(key, level, id)
   local m = members[key]
   if m == nil then
@@ -314,14 +368,32 @@ for i = 4, #ARGV, 5 do
     redis.call('MSET', unpack(mset))
     mset = {}
   end
+  local member = id .. string.sub(ARGV[i + 1], 3, 12)  -- in cell sets: radius, lat, lon
   for name, level in string.gmatch(ARGV[i + 4], '([^,:]+):(%d+)') do
     local key = sets .. name .. ':' .. shard
     skill_of[key] = name
     add(key, level, id)
-    if cell ~= '' then add(sets .. cell .. ':' .. name, level, id) end
+    if cell ~= '' then
+      local set = cell .. ':' .. name
+      add(sets .. set, level, member)
+      local at = levels[set]
+      if at == nil then
+        at = {0, 0, 0, 0, 0}
+        levels[set] = at
+      end
+      level = tonumber(level)
+      at[level] = at[level] + 1
+    end
   end
 end
 if #mset > 0 then redis.call('MSET', unpack(mset)) end
+for set, at in pairs(levels) do  -- the counts at or above each level (see _APPLY)
+  local n = 0
+  for level = 5, 1, -1 do
+    n = n + at[level]
+    if n > 0 then redis.call('HINCRBY', sets .. '>', set .. '>' .. level, n) end
+  end
+end
 local added = {}
 for key, m in pairs(members) do
   local name = skill_of[key]
@@ -386,16 +458,19 @@ class HelperIndex:
         self._candidates = redis.register_script(_CANDIDATES)
         self._apply = redis.register_script(_APPLY)
         self._load = redis.register_script(_LOAD)
-        # Time zones seen among an org's helpers: the search is told the request window in
-        # each, so that it can rule out helpers whose weekly slots miss it.
-        self._zones: dict[str, set[str]] = {}
+        # Time zones seen among the helpers found for an org's requests in an area: the search
+        # is told the request window in each, so that it can rule out helpers whose weekly
+        # slots miss it. Per area, not per org: a pan-European org has a dozen zones, and
+        # converting the window into each cost a tenth of a decision.
+        self._zones: dict[tuple[str, str], set[str]] = {}
 
     # -- keys ------------------------------------------------------------------------------
     def _profile_prefix(self, org: str) -> str:
         return f"{self._p}h:{org}:"
 
-    def _cell_set(self, org: str, tier: str, cell: str, skill: str) -> str:
-        return f"{self._p}hz:{org}:{tier}:{cell}:{skill}"
+    def _sets(self, org: str) -> str:
+        """The prefix of an org's sets, and of its counts per cell set and level (+ ">")."""
+        return f"{self._p}hz:{org}:"
 
     def _skill_shard(self, org: str, skill: str, helper_id: str) -> str:
         """Org-wide sets are sharded so that each stays small enough for Redis's compact
@@ -409,19 +484,26 @@ class HelperIndex:
     def version_key(self) -> str:
         return f"{self._p}index:version"
 
-    def _memberships(self, h: Helper) -> list[tuple[str, int, str | None]]:
-        """(sorted set, score, skill counted in the org's skill sizes or None) for every set
-        the helper belongs in."""
-        out: list[tuple[str, int, str | None]] = [
-            (self._skill_shard(h.org, s, h.id), level, s) for s, level in h.skills.items()
+    def _set_ops(self, h: Helper, packed: bytes, leaving: bool) -> list[tuple[Any, ...]]:
+        """_APPLY's operations that file the helper in every set it belongs in (or take it
+        out of them): one org-wide shard and, when located, one cell set per skill. A cell
+        set's member carries the helper's radius and location (bytes 2-12 of its packed
+        profile), so the search drops helpers out of reach before reading their profiles."""
+        sizes = self._skill_counts(h.org)
+        op, op_cell = ("R", "x") if leaving else ("A", "c")
+        ops: list[tuple[Any, ...]] = [
+            (op, self._skill_shard(h.org, skill, h.id), h.id, "" if leaving else lv, sizes, skill)
+            for skill, lv in h.skills.items()
         ]
         if h.lat is not None and h.lon is not None:
             tier = tier_for(h.radius_km)
             cell = h3.latlng_to_cell(h.lat, h.lon, tier.resolution)
-            out += [
-                (self._cell_set(h.org, tier.name, cell, s), lv, None) for s, lv in h.skills.items()
+            member = h.id.encode() + packed[2:12]
+            ops += [
+                (op_cell, self._sets(h.org), f"{tier.name}:{cell}:{skill}", member, lv)
+                for skill, lv in h.skills.items()
             ]
-        return out
+        return ops
 
     # -- writes ----------------------------------------------------------------------------
     async def upsert(self, helper: Helper) -> None:
@@ -443,24 +525,17 @@ class HelperIndex:
             return
         keys = list(latest)
         olds = await self._r.mget([self._profile_prefix(o) + i for o, i in keys])
-        ops: list[tuple[str | bytes | int, ...]] = []
+        ops: list[tuple[Any, ...]] = []
         for (org, helper_id), old_raw, helper in zip(keys, olds, latest.values(), strict=True):
             if old_raw is not None:
-                old = unpack_helper(org, helper_id, _raw(old_raw))
-                for key, _, counted in self._memberships(old):
-                    if counted is None:
-                        ops.append(("r", key, helper_id))
-                    else:
-                        ops.append(("R", key, helper_id, "", self._skill_counts(org), counted))
+                old = _raw(old_raw)
+                ops += self._set_ops(unpack_helper(org, helper_id, old), old, leaving=True)
             if helper is None:
                 ops.append(("d", self._profile_prefix(org) + helper_id))
                 continue
-            for key, level, counted in self._memberships(helper):
-                if counted is None:
-                    ops.append(("a", key, helper_id, level))
-                else:
-                    ops.append(("A", key, helper_id, level, self._skill_counts(org), counted))
-            ops.append(("s", self._profile_prefix(org) + helper_id, pack_helper(helper)))
+            packed = pack_helper(helper)
+            ops += self._set_ops(helper, packed, leaving=False)
+            ops.append(("s", self._profile_prefix(org) + helper_id, packed))
         for start in range(0, len(ops), APPLY_CHUNK):
             await self._apply(
                 keys=[], args=[a for op in ops[start : start + APPLY_CHUNK] for a in op]
@@ -474,7 +549,7 @@ class HelperIndex:
         for org, args in bulk.fresh.items():
             head: list[str | bytes] = [
                 self._profile_prefix(org),
-                f"{self._p}hz:{org}:",
+                self._sets(org),
                 self._skill_counts(org),
             ]
             for start in range(0, len(args), step):
@@ -496,13 +571,19 @@ class HelperIndex:
         return [cell for ring in rings for cell in ring], len(rings[0]), len(rings[1])
 
     async def candidates(
-        self, request: Request, *, limit: int = MAX_CANDIDATES, loads: LoadQuery | None = None
+        self,
+        request: Request,
+        *,
+        limit: int = MAX_CANDIDATES,
+        loads: LoadQuery | None = None,
+        coverage_threshold: float = 1.0,
     ) -> Candidates:
         """Helpers holding the rarest required skill at its level and roughly within their
         radius of the request, nearest cells first, at most `limit` of them examined; those
         the index could rule out are only tallied, the rest come back with their current load
         when asked. The caller checks every hard constraint on what comes back."""
         cells, ring0, ring1 = self.search_cells(request)
+        zones = self.zones_for(request)
         limits = PER_RING if request.lat is not None else (limit, limit, limit)
         start, end = request.window.start, request.window.end
         args: list[str | int | float] = [
@@ -512,13 +593,14 @@ class HelperIndex:
             limit,
             random.getrandbits(30),
             self._profile_prefix(request.org),
-            f"{self._p}hz:{request.org}:",
+            self._sets(request.org),
             ",".join(f"{name}:{level}" for name, level in request.skills.items()),
             "" if request.lat is None else request.lat,
             "" if request.lon is None else request.lon,
             ",".join(cells),
             ",".join(request.languages),
-            _spans(self._zones.get(request.org, ()), start, end),
+            _spans(zones, start, end),
+            coverage_threshold,
         ]
         if loads is not None:
             args += [
@@ -537,11 +619,18 @@ class HelperIndex:
             examined=flat[0],
             ruled_out=_ruled_out(flat[1]),
         )
-        if found:
-            zones = self._zones.setdefault(org, set())
-            if len(zones) < MAX_ZONES:
-                zones.update(c.helper.timezone for c in found)
+        if found and len(zones) < MAX_ZONES:
+            zones.update(c.helper.timezone for c in found)
         return found
+
+    def zones_for(self, request: Request) -> set[str]:
+        """The time zones the search screens weekly availability in, for requests of this org
+        near this one (learnt from the helpers found; a zone missing here only means the
+        caller checks those helpers' availability itself)."""
+        area = ""
+        if request.lat is not None and request.lon is not None:
+            area = h3.latlng_to_cell(request.lat, request.lon, ZONE_AREA_RESOLUTION)
+        return self._zones.setdefault((request.org, area), set())
 
     async def is_current(self) -> bool:
         raw = await self._r.get(self.version_key)

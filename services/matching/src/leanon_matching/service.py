@@ -186,7 +186,9 @@ class Matcher:
     async def rank(self, request: Request, asked: frozenset[str] = frozenset()) -> Ranking:
         """Candidates from the index, the hard constraints, then the score: best first."""
         found = await self.index.candidates(
-            request, loads=self.reservations.load_query(request.org, self.clock())
+            request,
+            loads=self.reservations.load_query(request.org, self.clock()),
+            coverage_threshold=self.config.coverage_threshold,
         )
         ranked, remaining, full = [], {}, 0
         rejected: list[Check] = []
