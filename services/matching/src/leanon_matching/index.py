@@ -46,7 +46,7 @@ TIERS: tuple[Tier, ...] = (
 )
 RING = 2
 ORG_SHARDS = 1024
-PER_RING = (16, 8, 4)  # helpers read per set in the own cell, the first ring, the second
+PER_RING = (32, 8, 4)  # helpers read per set in the own cell, the first ring, the second
 MAX_CANDIDATES = 64  # helpers examined per request
 MAX_ZONES = 64  # time zones per area the search screens availability in; others: the caller
 ZONE_AREA_RESOLUTION = 1  # H3 cells of ~600 km across: the areas whose zones are remembered
