@@ -86,3 +86,17 @@ def test_scores_stay_in_unit_interval_and_busier_helpers_score_lower(load: int) 
     assert 0.0 <= s.score <= 1.0
     assert set(s.breakdown) == {"skill", "availability", "distance", "language", "fairness"}
     assert s.score <= idle.score
+
+
+def test_language_scores_full_when_the_request_names_none_or_one_is_shared() -> None:
+    h = helper(languages=frozenset({"de", "en"}))
+
+    def language(languages: set[str]) -> float:
+        req = request(languages=frozenset(languages))
+        return score(h, req, distance_km=1, coverage=1, load=0, weights=Weights()).breakdown[
+            "language"
+        ]
+
+    assert language(set()) == 1.0
+    assert language({"en", "fr"}) == 1.0
+    assert language({"fr"}) == 0.0

@@ -50,7 +50,7 @@ def check(
     for skill, level in request.skills.items():
         if helper.skills.get(skill, 0) < level:
             return Check(Rejection.SKILL, detail=skill)
-    if request.languages and not (request.languages & helper.languages):
+    if request.languages and request.languages.isdisjoint(helper.languages):
         return Check(Rejection.LANGUAGE)
     distance = None
     if request.lat is not None and request.lon is not None:

@@ -43,11 +43,12 @@ def score(
     recent: int = 0,
     recent_scale: float = 5.0,
 ) -> Scored:
+    languages = request.languages
     breakdown = {
         "skill": skill_score(helper, request),
         "availability": coverage,
         "distance": distance_score(distance_km, distance_scale_km),
-        "language": 1.0 if not request.languages or request.languages & helper.languages else 0.0,
+        "language": 0.0 if languages and languages.isdisjoint(helper.languages) else 1.0,
         "fairness": fairness_score(load, helper.capacity, recent, recent_scale),
     }
     total_weight = (
