@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from leanon_notification import messages, metrics
 from leanon_notification.coalesce import CoalescingRedis
@@ -59,15 +58,6 @@ CHANNEL_HEADER = "x-leanon-channel"
 FIRST_HEADER = "x-leanon-first-ms"
 ATTEMPTS_HEADER = "x-leanon-attempts"
 
-# KEYS[1] = sent key, KEYS[2] = claim key; ARGV[1] = claim TTL (ms). Returns the sent key's
-# value when there is one ('done', or the report of a delivery not yet reported), else 'ok'
-# (claimed) or 'busy' (another consumer is attempting it).
-_CLAIM = """
-local sent = redis.call('GET', KEYS[1])
-if sent then return sent end
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 'ok' end
-return 'busy'
-"""
 DONE = b"done"
 
 
@@ -152,11 +142,9 @@ class Dispatcher:
         self.bus = bus
         self.policy = policy
         self.dlq_topic = dlq_topic
-        self._claim_ms = int(claim_ttl_s * 1000)
-        self._claim = redis.register_script(_CLAIM)
-        # The hot path's reads and writes, gathered into pipelines (on `pipelines`, a client
+        # The hot path's reads and writes, gathered per loop turn (on `pipelines`, a client
         # whose timeout is per pipeline rather than per reply, when given).
-        self._batch = CoalescingRedis(pipelines or redis, scripts=(_CLAIM,))
+        self._batch = CoalescingRedis(pipelines or redis, claim_ttl_ms=int(claim_ttl_s * 1000))
 
     # -- entry points ----------------------------------------------------------------------
     @staticmethod
@@ -248,11 +236,7 @@ class Dispatcher:
     async def _deliver(self, attempt: Attempt, reach: Reach) -> None:
         sent_key = self._sent_key(attempt)
         claim_key = sent_key + ":claim"
-
-        def claim(pipe: Pipeline) -> None:
-            pipe.evalsha(self._claim.sha, 2, sent_key, claim_key, self._claim_ms)
-
-        claimed = await self._batch(claim)
+        claimed = await self._batch.claim(sent_key, claim_key)
         if claimed == b"busy":  # another consumer is posting it right now: look again later
             await self._retry(attempt, self.policy.topic_delays[0], "in flight elsewhere")
             return
@@ -274,17 +258,17 @@ class Dispatcher:
             # Remember the delivery with its report first, so that a crash before the report
             # is published sends the report, never the webhook, again. The claim just lapses.
             value = orjson.dumps(report.as_dict())
-            await self._batch(lambda pipe: pipe.set(sent_key, value, ex=SENT_TTL_S))
+            await self._batch.write(sent_key, value, SENT_TTL_S)
             await self._reported(attempt, sent_key, report)
             return
-        await self._batch(lambda pipe: pipe.delete(claim_key))
+        await self._batch.delete(claim_key)
         await self._after_failure(attempt, outcome)
 
     async def _reported(self, attempt: Attempt, sent_key: str, report: Report) -> None:
         await self.report(attempt.event, attempt.to, report)
         # Not waited for: were it lost, a redelivery would only publish the same report (the
         # same event id) again, never the webhook.
-        self._batch.soon(lambda pipe: pipe.set(sent_key, DONE, ex=SENT_TTL_S))
+        self._batch.write_soon(sent_key, DONE, SENT_TTL_S)
 
     async def _send(self, attempt: Attempt, reach: Reach) -> Outcome:
         event = attempt.event
@@ -342,7 +326,7 @@ class Dispatcher:
         deadline = time.monotonic() + CONTACT_WAIT_S
         key = self.contacts.key(to.org, to.role, to.id)
         while True:
-            reach = self.contacts.parse(await self._batch(lambda pipe: pipe.get(key)))
+            reach = self.contacts.parse(await self._batch.get(key))
             if not isinstance(reach, Unknown) or time.monotonic() > deadline:
                 return reach
             await asyncio.sleep(0.05)

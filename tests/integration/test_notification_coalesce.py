@@ -1,0 +1,63 @@
+"""The gathered Redis calls of notification's hot path, on real Redis: each caller gets its own
+answer although a loop turn's calls go as one command per kind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from leanon_notification import coalesce
+from leanon_notification.coalesce import CoalescingRedis
+
+
+async def test_one_turns_claims_each_get_their_own_answer(redis: Redis, prefix: str) -> None:
+    batch = CoalescingRedis(redis, claim_ttl_ms=60_000)
+    sent = [f"{prefix}sent:{i}" for i in range(300)]
+    await redis.set(sent[7], b"done", ex=60)
+    await redis.set(sent[8], b'{"delivered": true}', ex=60)
+    await redis.set(sent[9] + ":claim", b"1", ex=60)  # another consumer is attempting it
+    # Every claim of this turn, and a second claim of the same delivery, in one call.
+    claims = [batch.claim(key, key + ":claim") for key in sent] + [
+        batch.claim(sent[0], sent[0] + ":claim")
+    ]
+    answers = await asyncio.gather(*claims)
+    assert answers[7] == b"done"
+    assert answers[8] == b'{"delivered": true}'
+    assert answers[9] == b"busy"
+    assert answers[-1] == b"busy"  # the first claim of sent[0] in that turn won
+    others = [a for i, a in enumerate(answers[:-1]) if i not in (7, 8, 9)]
+    assert others == [b"ok"] * 297
+    assert 0 < await redis.pttl(sent[0] + ":claim") <= 60_000
+
+
+async def test_writes_gets_and_deletes_of_one_turn(redis: Redis, prefix: str) -> None:
+    batch = CoalescingRedis(redis, claim_ttl_ms=1000)
+    keys = [f"{prefix}k:{i}" for i in range(50)]
+    await asyncio.gather(*(batch.write(k, b"v%d" % i, 100 + i) for i, k in enumerate(keys)))
+    batch.write_soon(f"{prefix}soon", b"x", 30)
+    got = await asyncio.gather(*(batch.get(k) for k in [*keys, f"{prefix}missing"]))
+    assert got == [b"v%d" % i for i in range(50)] + [None]
+    assert await redis.get(f"{prefix}soon") == b"x"  # queued before the gets: same pipeline
+    assert 95 < await redis.ttl(keys[5]) <= 105
+    await asyncio.gather(*(batch.delete(k) for k in keys[:10]))
+    assert await redis.exists(*keys) == 40
+
+
+async def test_scripts_redis_does_not_have_are_loaded_and_the_calls_made(
+    redis: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a Redis restart. Scripts of this test's own (a comment makes them new to Redis)
+    rather than SCRIPT FLUSH, which would pull the scripts from under everyone sharing Redis."""
+    monkeypatch.setattr(coalesce, "CLAIM", coalesce.CLAIM + f"-- {prefix}")
+    monkeypatch.setattr(coalesce, "WRITE", coalesce.WRITE + f"-- {prefix}")
+    batch = CoalescingRedis(redis, claim_ttl_ms=1000)
+    assert await redis.script_exists(batch._claim_sha, batch._write_sha) == [False, False]
+    key = f"{prefix}sent:x"
+    claimed, _ = await asyncio.gather(
+        batch.claim(key, key + ":claim"), batch.write(f"{prefix}other", b"done", 60)
+    )
+    assert claimed == b"ok"  # made once the scripts were loaded, not failed
+    assert await redis.get(f"{prefix}other") == b"done"
+    assert await redis.exists(key + ":claim") == 1
