@@ -1,15 +1,22 @@
-"""The gathered Redis calls of notification's hot path, on real Redis: each caller gets its own
-answer although a loop turn's calls go as one command per kind."""
+"""What notification's hot path gathers per loop turn, on real Redis and Kafka: each caller gets
+its own answer although a turn's Redis calls go as one command per kind, and its reports as one
+batch per partition."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from aiokafka import ConsumerRecord
+from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from leanon_notification import coalesce
-from leanon_notification.coalesce import CoalescingRedis
+from leanon_notification.coalesce import CoalescingPublisher, CoalescingRedis
+from leanon_shared.kafka import EventBus, ensure_topics
+from leanon_shared.settings import LeanOnSettings
+from leanon_shared.topics import Topics
+from tests.conftest import Infra, tap, wait_for
 
 
 async def test_one_turns_claims_each_get_their_own_answer(redis: Redis, prefix: str) -> None:
@@ -61,3 +68,33 @@ async def test_scripts_redis_does_not_have_are_loaded_and_the_calls_made(
     assert claimed == b"ok"  # made once the scripts were loaded, not failed
     assert await redis.get(f"{prefix}other") == b"done"
     assert await redis.exists(key + ":claim") == 1
+
+
+async def test_reports_of_one_turn_land_where_aiokafka_would_put_their_keys(
+    infra: Infra, prefix: str
+) -> None:
+    settings = LeanOnSettings(
+        kafka_bootstrap=infra.kafka_bootstrap, topic_prefix=prefix, topic_partitions=3
+    )
+    topic = Topics(prefix).events
+    await ensure_topics(settings, Topics(prefix))
+    bus = EventBus(settings, "test")
+    await bus.start()
+    seen: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        publish = CoalescingPublisher(bus, topic)
+        keys = [f"request-{i}".encode() for i in range(60)]
+        await asyncio.gather(
+            *(publish(b'{"n": %d}' % i, k, [("ce_type", b"t")]) for i, k in enumerate(keys))
+        )
+        partitions = sorted(await bus.kafka.partitions_for(topic))
+        async with tap(infra, [topic], seen.append):
+            await wait_for(lambda: len(seen) == len(keys), what="every record")
+    finally:
+        await bus.stop()
+    where = {r.key: r.partition for r in seen}
+    assert where == {k: DefaultPartitioner()(k, partitions, partitions) for k in keys}
+    assert len(set(where.values())) == 3  # spread, not all on one partition
+    assert all(r.headers == (("ce_type", b"t"),) for r in seen)
+    by_key = {r.key: r.value for r in seen}
+    assert by_key[b"request-7"] == b'{"n": 7}'
