@@ -14,7 +14,7 @@ import asyncio
 import functools
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -53,7 +53,42 @@ Headers = Sequence[tuple[str, bytes]]
 Pending = tuple[bytes, bytes | None, Headers, asyncio.Future[None]]
 
 
-class CoalescingRedis:
+class _OneAtATime:
+    """Flushing, as a group commit: what is asked in one loop turn goes together, and while a
+    flush is out, what is asked meanwhile waits for it to come back and then goes as the next
+    one. So batches grow with the load (a flush per turn made hundreds of tiny pipelines a
+    second under load, each with its own connection checkout, timer and write) while an idle
+    service waits only for its own turn's flush."""
+
+    def __init__(self) -> None:
+        self._scheduled = False
+        self._flying = False
+
+    def _queued(self) -> None:
+        if not (self._scheduled or self._flying):
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._scheduled = False
+        if self._flying:
+            return
+        flush = self._take()
+        if flush is not None:
+            self._flying = True
+            asyncio.ensure_future(flush).add_done_callback(self._landed)
+
+    def _landed(self, task: asyncio.Future[None]) -> None:
+        self._flying = False
+        _quiet(task)
+        self._flush_now()
+
+    def _take(self) -> Coroutine[Any, Any, None] | None:
+        """The next flush, taking what is pending; None when nothing is."""
+        raise NotImplementedError
+
+
+class CoalescingRedis(_OneAtATime):
     """Reads contacts, claims deliveries, writes and deletes keys: each call waits for its
     own reply, and the calls of one loop turn share one pipeline of at most four commands.
 
@@ -64,6 +99,7 @@ class CoalescingRedis:
     def __init__(
         self, redis: Redis, claim_ttl_ms: int, max_batch: int = 2000, timeout_s: float = 10.0
     ) -> None:
+        super().__init__()
         self._r = redis
         self._claim_ttl_ms = claim_ttl_ms
         self._timeout_s = timeout_s  # for the whole pipeline: `redis` may have no read timeout
@@ -71,7 +107,6 @@ class CoalescingRedis:
         self._claim_sha = _sha(CLAIM)
         self._write_sha = _sha(WRITE)
         self._batch = _Batch()
-        self._scheduled = False
 
     async def get(self, key: str) -> bytes | None:
         future = self._future()
@@ -107,18 +142,11 @@ class CoalescingRedis:
     def _future() -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
-    def _queued(self) -> None:
-        if self._batch.size >= self._max:
-            self._flush_now()
-        elif not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._scheduled = False
-        batch, self._batch = self._batch, _Batch()
-        if batch.size:
-            asyncio.ensure_future(self._execute(batch)).add_done_callback(_quiet)
+    def _take(self) -> Coroutine[Any, Any, None] | None:
+        if not self._batch.size:
+            return None
+        batch, self._batch = self._batch.split(self._max)
+        return self._execute(batch)
 
     async def _execute(self, batch: _Batch) -> None:
         try:
@@ -162,6 +190,15 @@ class _Batch:
     def size(self) -> int:
         return len(self.gets) + len(self.claims) + len(self.writes) + len(self.deletes)
 
+    def split(self, most: int) -> tuple[_Batch, _Batch]:
+        """At most `most` calls of each kind, and the rest (bounding a script's keys)."""
+        now, rest = _Batch(), _Batch()
+        for kind in ("gets", "claims", "writes", "deletes"):
+            calls = getattr(self, kind)
+            setattr(now, kind, calls[:most])
+            setattr(rest, kind, calls[most:])
+        return now, rest
+
     def _groups(self) -> list[list[_Waiter]]:
         """Each command's waiters, in the order the commands went into the pipeline."""
         groups = [
@@ -200,7 +237,7 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()  # how Redis names a script
 
 
-class CoalescingPublisher:
+class CoalescingPublisher(_OneAtATime):
     """Publishes records to one topic; the records of one loop turn go as one batch per
     partition (aiokafka's `send` cost more per record than building the report) and share one
     acknowledgement wait. Each caller returns only once Kafka has its record. Keys go to the
@@ -210,23 +247,21 @@ class CoalescingPublisher:
     def __init__(self, bus: EventBus, topic: str) -> None:
         self._bus = bus
         self._topic = topic
+        super().__init__()
         self._pending: list[Pending] = []
-        self._scheduled = False
 
     async def __call__(self, value: bytes, key: bytes | None, headers: Headers) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._pending.append((value, key, headers, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush_now)
+        self._queued()
         await future
 
-    def _flush_now(self) -> None:
-        self._scheduled = False
+    def _take(self) -> Coroutine[Any, Any, None] | None:
+        if not self._pending:
+            return None
         batch, self._pending = self._pending, []
-        if batch:
-            asyncio.ensure_future(self._publish(batch)).add_done_callback(_quiet)
+        return self._publish(batch)
 
     async def _publish(self, batch: list[Pending]) -> None:
         try:
