@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -200,7 +199,7 @@ class Dispatcher:
         channels = self._channels(reach)
         if attempt.channel:
             channels = [c for c in channels if c == attempt.channel]
-        each = [dataclasses.replace(attempt, channel=c) for c in channels]
+        each = [Attempt(event, to, attempt.number, attempt.first_ms, c) for c in channels]
         if len(each) == 1:
             await self._deliver(each[0], reach)
         else:
@@ -209,7 +208,7 @@ class Dispatcher:
     async def _may_offer(self, attempt: Attempt, reach: Reach) -> bool:
         """Per-helper limits: an offer held back is declined for the helper, and so re-offered."""
         event, to = attempt.event, attempt.to
-        if event.type != ev.OFFER_CREATED:
+        if event.type != ev.OFFER_CREATED or not self.limits.active:
             return True
         offer_id = str(event.data.get("offer_id"))
         decision = await self.limits.decide(
