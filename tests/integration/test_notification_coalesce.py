@@ -5,6 +5,7 @@ batch per partition."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -98,3 +99,33 @@ async def test_reports_of_one_turn_land_where_aiokafka_would_put_their_keys(
     assert all(r.headers == (("ce_type", b"t"),) for r in seen)
     by_key = {r.key: r.value for r in seen}
     assert by_key[b"request-7"] == b'{"n": 7}'
+
+
+class CountingRedis:
+    """Redis, counting the pipelines made on it."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.pipelines = 0
+
+    def pipeline(self, transaction: bool) -> Any:
+        self.pipelines += 1
+        return self.redis.pipeline(transaction=transaction)
+
+
+async def test_calls_made_while_a_flush_is_out_go_together_in_the_next(
+    redis: Redis, prefix: str
+) -> None:
+    counting = CountingRedis(redis)
+    batch = CoalescingRedis(counting, claim_ttl_ms=1000, max_batch=100)  # type: ignore[arg-type]
+    keys = [f"{prefix}g:{i}" for i in range(350)]
+    await asyncio.gather(*(batch.write(k, k.encode(), 60) for k in keys))
+    assert counting.pipelines == 4  # 350 writes of one turn, at most 100 to a script call
+    first = asyncio.ensure_future(batch.get(keys[0]))
+    await asyncio.sleep(0)  # that turn's flush is out now; what follows waits for it
+    later = [asyncio.ensure_future(batch.get(k)) for k in keys[1:]]
+    for _ in range(3):  # several turns go by while the first flush is out
+        await asyncio.sleep(0)
+    assert await first == keys[0].encode()
+    assert await asyncio.gather(*later) == [k.encode() for k in keys[1:]]
+    assert counting.pipelines == 4 + 1 + 4  # the first alone, then 349 gets 100 at a time
