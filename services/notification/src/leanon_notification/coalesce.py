@@ -120,6 +120,16 @@ class CoalescingRedis(_OneAtATime):
         self._queued()
         return await future  # type: ignore[no-any-return]
 
+    async def read_and_claim(
+        self, key: str, sent_key: str, claim_key: str
+    ) -> tuple[bytes | None, bytes]:
+        """`get(key)` and `claim(sent_key, claim_key)` in the same flush, so one wait for both."""
+        got, claimed = self._future(), self._future()
+        self._batch.gets.append((key, got))
+        self._batch.claims.append((sent_key, claim_key, claimed))
+        self._queued()
+        return await got, await claimed
+
     async def write(self, key: str, value: bytes, ttl_s: int) -> None:
         future = self._future()
         self._batch.writes.append((key, value, ttl_s, future))
