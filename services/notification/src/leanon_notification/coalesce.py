@@ -4,8 +4,9 @@ A batch of records starts hundreds of deliveries at once, and each reads a conta
 delivery and, later, writes a sent key, and publishes a report. One round trip per command would
 cost more than the webhook itself, and so did one redis-py command per delivery inside a shared
 pipeline (packing and parsing each was a fifth of a worker's CPU). So each kind of command is
-gathered per event-loop turn into ONE command over every key asked for (an MGET, one script
-call for all claims, one for all writes), while each delivery still reads as a plain `await`.
+gathered into ONE command over every key asked for (an MGET, one script call for all claims,
+one for all writes), reports into one Kafka batch per partition, and one flush of each is out
+at a time (see _OneAtATime), while each delivery still reads as a plain `await`.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class _OneAtATime:
 
 class CoalescingRedis(_OneAtATime):
     """Reads contacts, claims deliveries, writes and deletes keys: each call waits for its
-    own reply, and the calls of one loop turn share one pipeline of at most four commands.
+    own reply, and the calls of one flush share one pipeline of at most four commands.
 
     The scripts are called by `evalsha` without asking SCRIPT EXISTS first: when Redis has lost
     them (a restart), they are loaded again and that turn's script calls are made once more
@@ -188,7 +189,7 @@ class CoalescingRedis(_OneAtATime):
 
 
 class _Batch:
-    """The calls of one loop turn, by kind, each with the future its caller waits on."""
+    """The calls of one flush, by kind, each with the future its caller waits on."""
 
     def __init__(self) -> None:
         self.gets: list[tuple[str, _Waiter]] = []
@@ -248,7 +249,7 @@ def _sha(script: str) -> str:
 
 
 class CoalescingPublisher(_OneAtATime):
-    """Publishes records to one topic; the records of one loop turn go as one batch per
+    """Publishes records to one topic; the records of one flush go as one batch per
     partition (aiokafka's `send` cost more per record than building the report) and share one
     acknowledgement wait. Each caller returns only once Kafka has its record. Keys go to the
     partition aiokafka's default partitioner would choose, so a report lands beside the other

@@ -143,7 +143,7 @@ class Dispatcher:
         self.bus = bus
         self.policy = policy
         self.dlq_topic = dlq_topic
-        # The hot path's reads and writes, gathered per loop turn (on `pipelines`, a client
+        # The hot path's reads and writes, gathered into few commands (on `pipelines`, a client
         # whose timeout is per pipeline rather than per reply, when given).
         self._batch = CoalescingRedis(pipelines or redis, claim_ttl_ms=int(claim_ttl_s * 1000))
 
