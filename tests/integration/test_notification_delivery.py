@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from leanon_notification.dispatcher import ATTEMPT_HEADER, DUE_HEADER, retry_topic
 from leanon_shared import events as ev
@@ -278,3 +279,35 @@ async def test_a_held_back_offer_is_never_withdrawn_to_its_helper(
         )
         await r.report(marker, "delivered")  # withdrawals are not subject to quiet hours
         assert r.reports(withdrawn) == [] and rec.at("/h1") == []
+
+
+async def test_an_event_ahead_of_its_contact_waits_for_it_and_goes_at_the_first_attempt(
+    infra: Infra, prefix: str
+) -> None:
+    """The webhook claim taken with the first read of an unknown contact is given back, so the
+    usual wait for the contact ends in a delivery at once, not in "in flight elsewhere" (a
+    retry topic, with the same attempt number)."""
+    async with receiver() as rec, rig(infra, prefix) as r:
+        await r.helper("h0", webhook_url=f"{rec.url}/h0")
+        await r.report(await r.offer("h0", request_id="r-1"), "delivered")  # consuming now
+        early = await r.offer("h1", request_id="r-1")
+        # Same key, so the same partition, read after `early`: once it is delivered, `early`
+        # has been read and found no contact.
+        await r.report(await r.offer("h0", request_id="r-1"), "delivered")
+        assert r.reports(early) == [] and rec.at("/h1") == []
+        await r.helper("h1", webhook_url=f"{rec.url}/h1")
+        report = await r.report(early, "delivered")
+        assert report["attempts"] == 1
+        assert [h.event["id"] for h in rec.at("/h1")] == [early.id]
+        retries = retry_topic(prefix, 0.3)
+        assert await _records_in(infra, retries, r.settings.topic_partitions) == 0
+
+
+async def _records_in(infra: Infra, topic: str, partitions: int) -> int:
+    probe = AIOKafkaConsumer(bootstrap_servers=infra.kafka_bootstrap, group_id=None)
+    await probe.start()
+    try:
+        ends = await probe.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return sum(ends.values())
+    finally:
+        await probe.stop()

@@ -1,6 +1,7 @@
 """Notification's pure rules: outcome classes, the retry schedule, quiet hours, email text."""
 
 import dataclasses
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -9,7 +10,7 @@ from pydantic import SecretStr
 
 from leanon_notification.limits import QuietHours
 from leanon_notification.messages import render
-from leanon_notification.reporter import Report
+from leanon_notification.reporter import REPORT_NAMESPACE, Report, report_id
 from leanon_notification.retries import (
     Retry,
     RetryPolicy,
@@ -160,3 +161,9 @@ def test_a_report_kept_in_redis_comes_back_whole() -> None:
     report = Report(True, "webhook", 3, 12.5, "", 204, False)
     assert Report(**orjson.loads(orjson.dumps(report.as_dict()))) == report
     assert set(report.as_dict()) == {f.name for f in dataclasses.fields(Report)}
+
+
+@pytest.mark.parametrize("name", ["", "matching|e-1|helper|h1|webhook|x", "ü|日本|" * 40])
+def test_report_ids_are_the_uuid5_they_always_were(name: str) -> None:
+    """A report repeated after an upgrade must keep its id."""
+    assert report_id(name) == str(uuid.uuid5(REPORT_NAMESPACE, name))

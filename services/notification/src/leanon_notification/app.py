@@ -19,7 +19,6 @@ from leanon_notification.reporter import Reporter
 from leanon_notification.settings import NotificationSettings
 from leanon_notification.smtp import EmailSender
 from leanon_notification.webhooks import WebhookSender
-from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
 from leanon_shared.runtime import redis_client, redis_ready
@@ -50,11 +49,7 @@ def create_app(settings: NotificationSettings) -> Starlette:
         settings.max_in_flight_per_host,
     )
 
-    publish = CoalescingPublisher(bus, topics.events)
-
-    async def publish_report(event: CloudEvent) -> None:
-        await publish(event, event.subject)
-
+    publish_report = CoalescingPublisher(bus, topics.events)
     dispatcher = Dispatcher(
         redis=redis,
         prefix=settings.topic_prefix,

@@ -1,135 +1,315 @@
 """What many deliveries ask of Redis and Kafka at about the same moment goes as one batch.
 
-A batch of records starts hundreds of deliveries at once, and each asks Redis for a contact,
-a claim and, later, a sent key, and publishes a report. One round trip per command would cost
-more than the webhook itself; gathered per event-loop turn they cost one round trip (one Redis
-pipeline, one wait for Kafka's acknowledgements) for the lot, while each delivery still reads as
-a plain `await`.
+A batch of records starts hundreds of deliveries at once, and each reads a contact, claims its
+delivery and, later, writes a sent key, and publishes a report. One round trip per command would
+cost more than the webhook itself, and so did one redis-py command per delivery inside a shared
+pipeline (packing and parsing each was a fifth of a worker's CPU). So each kind of command is
+gathered into ONE command over every key asked for (an MGET, one script call for all claims,
+one for all writes), reports into one Kafka batch per partition, and one flush of each is out
+at a time (see _OneAtATime), while each delivery still reads as a plain `await`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+import hashlib
+import random
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus
 
-Command = Callable[[Pipeline], object]
+# KEYS = sent key, claim key, for each delivery; ARGV[1] = the claim's TTL (ms). For each: the
+# sent key's value when there is one ('done', or the report of a delivery not yet reported),
+# else 'ok' (claimed now) or 'busy' (another consumer is attempting it).
+CLAIM = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local sent = redis.call('GET', KEYS[i])
+  if sent then
+    out[#out + 1] = sent
+  elseif redis.call('SET', KEYS[i + 1], '1', 'NX', 'PX', ARGV[1]) then
+    out[#out + 1] = 'ok'
+  else
+    out[#out + 1] = 'busy'
+  end
+end
+return out
+"""
+# KEYS = the keys to write; ARGV = value, TTL (s), for each key.
+WRITE = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'EX', ARGV[2 * i])
+end
+return #KEYS
+"""
+_Waiter = asyncio.Future[Any] | None
+Headers = Sequence[tuple[str, bytes]]
+Pending = tuple[bytes, bytes | None, Headers, asyncio.Future[None]]
 
 
-class CoalescingRedis:
-    """Commands may call scripts by `evalsha` without registering them on the pipeline (which
-    would ask SCRIPT EXISTS on every pipeline): when Redis has lost them (a restart), the
-    affected commands fail once, the scripts are loaded again, and their callers retry."""
+class _OneAtATime:
+    """Flushing, as a group commit: what is asked in one loop turn goes together, and while a
+    flush is out, what is asked meanwhile waits for it to come back and then goes as the next
+    one. So batches grow with the load (a flush per turn made hundreds of tiny pipelines a
+    second under load, each with its own connection checkout, timer and write) while an idle
+    service waits only for its own turn's flush."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        scripts: tuple[str, ...] = (),
-        max_batch: int = 2000,
-        timeout_s: float = 10.0,
-    ) -> None:
-        self._r = redis
-        self._timeout_s = timeout_s  # for the whole pipeline: `redis` may have no read timeout
-        self._scripts = scripts
-        self._max = max_batch
-        self._pending: list[tuple[Command, asyncio.Future[Any] | None]] = []
+    def __init__(self) -> None:
         self._scheduled = False
+        self._flying = False
 
-    async def __call__(self, command: Command) -> Any:
-        """Queue `command(pipe)` for the next pipeline; returns its reply (or raises its error)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue(command, future)
-        return await future
-
-    def soon(self, command: Command) -> None:
-        """Queue `command(pipe)` for the next pipeline and wait for nothing: for a write whose
-        loss costs only a little repeated work (it is never retried)."""
-        self._queue(command, None)
-
-    def _queue(self, command: Command, future: asyncio.Future[Any] | None) -> None:
-        self._pending.append((command, future))
-        if len(self._pending) >= self._max:
-            self._flush_now()
-        elif not self._scheduled:
+    def _queued(self) -> None:
+        if not (self._scheduled or self._flying):
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
         self._scheduled = False
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.ensure_future(self._execute(batch))
-            task.add_done_callback(_quiet)
+        if self._flying:
+            return
+        flush = self._take()
+        if flush is not None:
+            self._flying = True
+            asyncio.ensure_future(flush).add_done_callback(self._landed)
 
-    async def _execute(self, batch: list[tuple[Command, asyncio.Future[Any] | None]]) -> None:
+    def _landed(self, task: asyncio.Future[None]) -> None:
+        self._flying = False
+        _quiet(task)
+        self._flush_now()
+
+    def _take(self) -> Coroutine[Any, Any, None] | None:
+        """The next flush, taking what is pending; None when nothing is."""
+        raise NotImplementedError
+
+
+class CoalescingRedis(_OneAtATime):
+    """Reads contacts, claims deliveries, writes and deletes keys: each call waits for its
+    own reply, and the calls of one flush share one pipeline of at most four commands.
+
+    The scripts are called by `evalsha` without asking SCRIPT EXISTS first: when Redis has lost
+    them (a restart), they are loaded again and that turn's script calls are made once more
+    (a script that answered NOSCRIPT never ran)."""
+
+    def __init__(
+        self, redis: Redis, claim_ttl_ms: int, max_batch: int = 2000, timeout_s: float = 10.0
+    ) -> None:
+        super().__init__()
+        self._r = redis
+        self._claim_ttl_ms = claim_ttl_ms
+        self._timeout_s = timeout_s  # for the whole pipeline: `redis` may have no read timeout
+        self._max = max_batch
+        self._claim_sha = _sha(CLAIM)
+        self._write_sha = _sha(WRITE)
+        self._batch = _Batch()
+
+    async def get(self, key: str) -> bytes | None:
+        future = self._future()
+        self._batch.gets.append((key, future))
+        self._queued()
+        return await future  # type: ignore[no-any-return]
+
+    async def claim(self, sent_key: str, claim_key: str) -> bytes:
+        future = self._future()
+        self._batch.claims.append((sent_key, claim_key, future))
+        self._queued()
+        return await future  # type: ignore[no-any-return]
+
+    async def read_and_claim(
+        self, key: str, sent_key: str, claim_key: str
+    ) -> tuple[bytes | None, bytes]:
+        """`get(key)` and `claim(sent_key, claim_key)` in the same flush, so one wait for both."""
+        got, claimed = self._future(), self._future()
+        self._batch.gets.append((key, got))
+        self._batch.claims.append((sent_key, claim_key, claimed))
+        self._queued()
+        return await got, await claimed
+
+    async def write(self, key: str, value: bytes, ttl_s: int) -> None:
+        future = self._future()
+        self._batch.writes.append((key, value, ttl_s, future))
+        self._queued()
+        await future
+
+    def write_soon(self, key: str, value: bytes, ttl_s: int) -> None:
+        """Write and wait for nothing: for a write whose loss costs only a little repeated
+        work (it is never retried)."""
+        self._batch.writes.append((key, value, ttl_s, None))
+        self._queued()
+
+    async def delete(self, key: str) -> None:
+        future = self._future()
+        self._batch.deletes.append((key, future))
+        self._queued()
+        await future
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    def _take(self) -> Coroutine[Any, Any, None] | None:
+        if not self._batch.size:
+            return None
+        batch, self._batch = self._batch.split(self._max)
+        return self._execute(batch)
+
+    async def _execute(self, batch: _Batch) -> None:
         try:
             async with asyncio.timeout(self._timeout_s):
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for command, _ in batch:
-                        command(pipe)
-                    replies = await pipe.execute(raise_on_error=False)
+                replies = await self._pipeline(batch)
+                if any(isinstance(r, NoScriptError) for r in replies):
+                    await self._r.script_load(CLAIM)
+                    await self._r.script_load(WRITE)
+                    replies = await self._pipeline(batch)
         except Exception as exc:
-            for _, future in batch:
-                if future is not None and not future.done():
-                    future.set_exception(exc)
+            batch.fail(exc)
             return
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            for script in self._scripts:
-                await self._r.script_load(script)
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future is None or future.done():
-                continue
+        batch.settle(replies)
+
+    async def _pipeline(self, batch: _Batch) -> list[Any]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            if batch.gets:
+                pipe.mget([key for key, _ in batch.gets])
+            if batch.claims:
+                keys = [k for sent, claim, _ in batch.claims for k in (sent, claim)]
+                pipe.evalsha(self._claim_sha, len(keys), *keys, self._claim_ttl_ms)
+            if batch.writes:
+                args: list[str | bytes | int] = [key for key, _, _, _ in batch.writes]
+                args += [a for _, value, ttl, _ in batch.writes for a in (value, ttl)]
+                pipe.evalsha(self._write_sha, len(batch.writes), *args)
+            if batch.deletes:
+                pipe.delete(*[key for key, _ in batch.deletes])
+            return list(await pipe.execute(raise_on_error=False))
+
+
+class _Batch:
+    """The calls of one flush, by kind, each with the future its caller waits on."""
+
+    def __init__(self) -> None:
+        self.gets: list[tuple[str, _Waiter]] = []
+        self.claims: list[tuple[str, str, _Waiter]] = []
+        self.writes: list[tuple[str, bytes, int, _Waiter]] = []
+        self.deletes: list[tuple[str, _Waiter]] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.gets) + len(self.claims) + len(self.writes) + len(self.deletes)
+
+    def split(self, most: int) -> tuple[_Batch, _Batch]:
+        """At most `most` calls of each kind, and the rest (bounding a script's keys)."""
+        now, rest = _Batch(), _Batch()
+        for kind in ("gets", "claims", "writes", "deletes"):
+            calls = getattr(self, kind)
+            setattr(now, kind, calls[:most])
+            setattr(rest, kind, calls[most:])
+        return now, rest
+
+    def _groups(self) -> list[list[_Waiter]]:
+        """Each command's waiters, in the order the commands went into the pipeline."""
+        groups = [
+            [f for _, f in self.gets],
+            [f for _, _, f in self.claims],
+            [f for *_, f in self.writes],
+            [f for _, f in self.deletes],
+        ]
+        return [g for g in groups if g]
+
+    def fail(self, exc: BaseException) -> None:
+        for group in self._groups():
+            _fail(group, exc)
+
+    def settle(self, replies: list[Any]) -> None:
+        for group, reply in zip(self._groups(), replies, strict=True):
             if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+                _fail(group, reply)
+            elif isinstance(reply, list):  # MGET and the claims: one answer each
+                for future, one in zip(group, reply, strict=True):
+                    if future is not None and not future.done():
+                        future.set_result(one)
+            else:  # the writes and deletes: done together
+                for future in group:
+                    if future is not None and not future.done():
+                        future.set_result(None)
 
 
-class CoalescingPublisher:
-    """Publishes to one topic; events published in the same turn share one acknowledgement
-    wait. Each caller returns only once Kafka has its event."""
+def _fail(group: list[_Waiter], exc: BaseException) -> None:
+    for future in group:
+        if future is not None and not future.done():
+            future.set_exception(exc)
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # how Redis names a script
+
+
+class CoalescingPublisher(_OneAtATime):
+    """Publishes records to one topic; the records of one flush go as one batch per
+    partition (aiokafka's `send` cost more per record than building the report) and share one
+    acknowledgement wait. Each caller returns only once Kafka has its record. Keys go to the
+    partition aiokafka's default partitioner would choose, so a report lands beside the other
+    events of its request."""
 
     def __init__(self, bus: EventBus, topic: str) -> None:
         self._bus = bus
         self._topic = topic
-        self._pending: list[tuple[CloudEvent, str | None, asyncio.Future[None]]] = []
-        self._scheduled = False
+        super().__init__()
+        self._pending: list[Pending] = []
 
-    async def __call__(self, event: CloudEvent, key: str | None) -> None:
+    async def __call__(self, value: bytes, key: bytes | None, headers: Headers) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((event, key, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush_now)
+        self._pending.append((value, key, headers, future))
+        self._queued()
         await future
 
-    def _flush_now(self) -> None:
-        self._scheduled = False
+    def _take(self) -> Coroutine[Any, Any, None] | None:
+        if not self._pending:
+            return None
         batch, self._pending = self._pending, []
-        if batch:
-            asyncio.ensure_future(self._publish(batch)).add_done_callback(_quiet)
+        return self._publish(batch)
 
-    async def _publish(
-        self, batch: list[tuple[CloudEvent, str | None, asyncio.Future[None]]]
-    ) -> None:
+    async def _publish(self, batch: list[Pending]) -> None:
         try:
-            await self._bus.publish_many(self._topic, [(e, k) for e, k, _ in batch])
+            kafka = self._bus.kafka
+            partitions = sorted(await kafka.partitions_for(self._topic))
+            builders: dict[int, BatchBuilder] = {}
+            sends = []
+            for value, key, headers, _ in batch:
+                if key is None:  # as aiokafka's partitioner does
+                    partition = random.choice(partitions)
+                else:
+                    partition = partitions[_hash(key) % len(partitions)]
+                builder = builders.get(partition)
+                if builder is None:
+                    builder = builders[partition] = kafka.create_batch()
+                if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    sends.append(await kafka.send_batch(builder, self._topic, partition=partition))
+                    builder = builders[partition] = kafka.create_batch()
+                    builder.append(timestamp=None, key=key, value=value, headers=headers)
+            for partition, builder in builders.items():
+                sends.append(await kafka.send_batch(builder, self._topic, partition=partition))
+            await asyncio.gather(*sends)
         except Exception as exc:
-            for _, _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for _, _, future in batch:
+        for *_, future in batch:
             if not future.done():
                 future.set_result(None)
+
+
+@functools.lru_cache(maxsize=65536)
+def _hash(key: bytes) -> int:
+    """What aiokafka's DefaultPartitioner hashes a key to (its murmur2 is pure Python, ~10 µs
+    for a UUID, and a request's events share a key)."""
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 def _quiet(task: asyncio.Future[None]) -> None:

@@ -1,0 +1,131 @@
+"""What notification's hot path gathers per loop turn, on real Redis and Kafka: each caller gets
+its own answer although a turn's Redis calls go as one command per kind, and its reports as one
+batch per partition."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+from aiokafka.partitioner import DefaultPartitioner
+from redis.asyncio import Redis
+
+from leanon_notification import coalesce
+from leanon_notification.coalesce import CoalescingPublisher, CoalescingRedis
+from leanon_shared.kafka import EventBus, ensure_topics
+from leanon_shared.settings import LeanOnSettings
+from leanon_shared.topics import Topics
+from tests.conftest import Infra, tap, wait_for
+
+
+async def test_one_turns_claims_each_get_their_own_answer(redis: Redis, prefix: str) -> None:
+    batch = CoalescingRedis(redis, claim_ttl_ms=60_000)
+    sent = [f"{prefix}sent:{i}" for i in range(300)]
+    await redis.set(sent[7], b"done", ex=60)
+    await redis.set(sent[8], b'{"delivered": true}', ex=60)
+    await redis.set(sent[9] + ":claim", b"1", ex=60)  # another consumer is attempting it
+    # Every claim of this turn, and a second claim of the same delivery, in one call.
+    claims = [batch.claim(key, key + ":claim") for key in sent] + [
+        batch.claim(sent[0], sent[0] + ":claim")
+    ]
+    answers = await asyncio.gather(*claims)
+    assert answers[7] == b"done"
+    assert answers[8] == b'{"delivered": true}'
+    assert answers[9] == b"busy"
+    assert answers[-1] == b"busy"  # the first claim of sent[0] in that turn won
+    others = [a for i, a in enumerate(answers[:-1]) if i not in (7, 8, 9)]
+    assert others == [b"ok"] * 297
+    assert 0 < await redis.pttl(sent[0] + ":claim") <= 60_000
+
+
+async def test_writes_gets_and_deletes_of_one_turn(redis: Redis, prefix: str) -> None:
+    batch = CoalescingRedis(redis, claim_ttl_ms=1000)
+    keys = [f"{prefix}k:{i}" for i in range(50)]
+    await asyncio.gather(*(batch.write(k, b"v%d" % i, 100 + i) for i, k in enumerate(keys)))
+    batch.write_soon(f"{prefix}soon", b"x", 30)
+    got = await asyncio.gather(*(batch.get(k) for k in [*keys, f"{prefix}missing"]))
+    assert got == [b"v%d" % i for i in range(50)] + [None]
+    assert await redis.get(f"{prefix}soon") == b"x"  # queued before the gets: same pipeline
+    assert 95 < await redis.ttl(keys[5]) <= 105
+    await asyncio.gather(*(batch.delete(k) for k in keys[:10]))
+    assert await redis.exists(*keys) == 40
+
+
+async def test_scripts_redis_does_not_have_are_loaded_and_the_calls_made(
+    redis: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a Redis restart. Scripts of this test's own (a comment makes them new to Redis)
+    rather than SCRIPT FLUSH, which would pull the scripts from under everyone sharing Redis."""
+    monkeypatch.setattr(coalesce, "CLAIM", coalesce.CLAIM + f"-- {prefix}")
+    monkeypatch.setattr(coalesce, "WRITE", coalesce.WRITE + f"-- {prefix}")
+    batch = CoalescingRedis(redis, claim_ttl_ms=1000)
+    assert await redis.script_exists(batch._claim_sha, batch._write_sha) == [False, False]
+    key = f"{prefix}sent:x"
+    claimed, _ = await asyncio.gather(
+        batch.claim(key, key + ":claim"), batch.write(f"{prefix}other", b"done", 60)
+    )
+    assert claimed == b"ok"  # made once the scripts were loaded, not failed
+    assert await redis.get(f"{prefix}other") == b"done"
+    assert await redis.exists(key + ":claim") == 1
+
+
+async def test_reports_of_one_turn_land_where_aiokafka_would_put_their_keys(
+    infra: Infra, prefix: str
+) -> None:
+    settings = LeanOnSettings(
+        kafka_bootstrap=infra.kafka_bootstrap, topic_prefix=prefix, topic_partitions=3
+    )
+    topic = Topics(prefix).events
+    await ensure_topics(settings, Topics(prefix))
+    bus = EventBus(settings, "test")
+    await bus.start()
+    seen: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        publish = CoalescingPublisher(bus, topic)
+        keys = [f"request-{i}".encode() for i in range(60)]
+        await asyncio.gather(
+            *(publish(b'{"n": %d}' % i, k, [("ce_type", b"t")]) for i, k in enumerate(keys))
+        )
+        partitions = sorted(await bus.kafka.partitions_for(topic))
+        async with tap(infra, [topic], seen.append):
+            await wait_for(lambda: len(seen) == len(keys), what="every record")
+    finally:
+        await bus.stop()
+    where = {r.key: r.partition for r in seen}
+    assert where == {k: DefaultPartitioner()(k, partitions, partitions) for k in keys}
+    assert len(set(where.values())) == 3  # spread, not all on one partition
+    assert all(r.headers == (("ce_type", b"t"),) for r in seen)
+    by_key = {r.key: r.value for r in seen}
+    assert by_key[b"request-7"] == b'{"n": 7}'
+
+
+class CountingRedis:
+    """Redis, counting the pipelines made on it."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.pipelines = 0
+
+    def pipeline(self, transaction: bool) -> Any:
+        self.pipelines += 1
+        return self.redis.pipeline(transaction=transaction)
+
+
+async def test_calls_made_while_a_flush_is_out_go_together_in_the_next(
+    redis: Redis, prefix: str
+) -> None:
+    counting = CountingRedis(redis)
+    batch = CoalescingRedis(counting, claim_ttl_ms=1000, max_batch=100)  # type: ignore[arg-type]
+    keys = [f"{prefix}g:{i}" for i in range(350)]
+    await asyncio.gather(*(batch.write(k, k.encode(), 60) for k in keys))
+    assert counting.pipelines == 4  # 350 writes of one turn, at most 100 to a script call
+    first = asyncio.ensure_future(batch.get(keys[0]))
+    await asyncio.sleep(0)  # that turn's flush is out now; what follows waits for it
+    later = [asyncio.ensure_future(batch.get(k)) for k in keys[1:]]
+    for _ in range(3):  # several turns go by while the first flush is out
+        await asyncio.sleep(0)
+    assert await first == keys[0].encode()
+    assert await asyncio.gather(*later) == [k.encode() for k in keys[1:]]
+    assert counting.pipelines == 4 + 1 + 4  # the first alone, then 349 gets 100 at a time
