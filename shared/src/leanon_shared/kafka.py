@@ -1,9 +1,9 @@
 """Kafka plumbing every service uses: safe producer, topic creation, batch subscribers, DLQ.
 
-Producers use acks=all with idempotence. Subscribers take batches and commit only after the
-handler returns (AckPolicy.NACK_ON_ERROR): a handler that raises rewinds the batch so it comes
-again, so handlers must be idempotent and must send a record they can never process to a
-dead-letter topic instead of raising.
+Producers use acks=all with idempotence. Subscribers take batches and commit, on a timer, only
+offsets of records whose handler has returned (leanon_shared.commits): a handler that raises
+rewinds the batch so it comes again, so handlers must be idempotent and must send a record they
+can never process to a dead-letter topic instead of raising.
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 
 from leanon_shared.cloudevents import CloudEvent, encode
+from leanon_shared.commits import (
+    COMMIT_EVERY_S,
+    IDLE_POLL_MS,
+    CommitBeforeRevoke,
+    TimedCommitSubscriber,
+)
 from leanon_shared.settings import LeanOnSettings
 from leanon_shared.topics import Topics
 
@@ -29,12 +34,8 @@ log = logging.getLogger(__name__)
 ERROR_HEADER = "x-leanon-error"
 ERROR_DETAIL_HEADER = "x-leanon-error-detail"
 RecordHandler = Callable[[Sequence[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
-# FastStream's batch subscriber polls with getmany(timeout=batch_timeout_ms) and, when that
-# comes back empty, sleeps batch_timeout_ms more before polling again: a record that arrives
-# during the sleep waits for it. At its usual 50 ms that added up to 50 ms to every hop of a
-# quiet system (and ~25 ms on average); 5 ms bounds the wait at the cost of ~100 empty polls
-# a second per idle subscriber.
-POLL_MS = 5
+# How long a stop (or a rebalance) waits for the batch in hand before giving up on it.
+GRACEFUL_S = 15.0
 
 
 def producer(settings: LeanOnSettings, client_id: str) -> AIOKafkaProducer:
@@ -150,9 +151,12 @@ def make_broker(settings: LeanOnSettings, client_id: str) -> KafkaBroker:
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
-        graceful_timeout=15.0,
+        graceful_timeout=GRACEFUL_S,
         logger=logging.getLogger(f"leanon.{client_id}.kafka"),
         log_level=logging.DEBUG,  # per-message logs stay off the hot path
+        # Handlers take the raw records, so FastStream's dependency injection has nothing to do,
+        # and with it on, resolving the `message` context ran in a worker thread every batch.
+        apply_types=False,
     )
 
 
@@ -163,26 +167,40 @@ def subscribe_batches(
     handler: RecordHandler,
     *,
     max_records: int = 500,
-) -> Any:
-    """Register a batch subscriber that hands raw records to `handler`, committing after it."""
+    commit_every_s: float = COMMIT_EVERY_S,
+) -> TimedCommitSubscriber:
+    """Register a batch subscriber that hands raw records to `handler` and commits what it
+    finished on a timer (leanon_shared.commits); a batch whose handler raises comes again."""
+    listener = CommitBeforeRevoke()
+    subscriber = TimedCommitSubscriber.adopt(
+        broker.subscriber(
+            topic,
+            group_id=group_id,
+            batch=True,
+            max_records=max_records,
+            batch_timeout_ms=IDLE_POLL_MS,  # unused: our get_msg polls
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,  # commits are ours, see leanon_shared.commits
+            listener=listener,
+            parser=_raw_batch_parser,
+            decoder=_raw_decoder,
+            title=f"{group_id}:{topic}",
+        ),
+        commit_every_s,
+        GRACEFUL_S,
+    )
+    listener.subscriber = subscriber
 
-    async def on_batch(message: KafkaMessage) -> None:
-        raw = message.raw_message
-        records = raw if isinstance(raw, tuple) else (raw,)
-        await handler(records)
+    async def on_batch(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        try:
+            await handler(records)
+        except Exception:
+            subscriber.rewind(records)
+            raise  # FastStream logs it
+        subscriber.finished(records)
 
-    return broker.subscriber(
-        topic,
-        group_id=group_id,
-        batch=True,
-        max_records=max_records,
-        batch_timeout_ms=POLL_MS,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        parser=_raw_batch_parser,
-        decoder=_raw_decoder,
-        title=f"{group_id}:{topic}",
-    )(on_batch)
+    subscriber(on_batch)
+    return subscriber
 
 
 async def _raw_batch_parser(records: Any, original: Any) -> Any:
@@ -205,5 +223,5 @@ async def _raw_batch_parser(records: Any, original: Any) -> Any:
 
 
 async def _raw_decoder(message: Any) -> Any:
-    """Skip FastStream's JSON decoding: handlers read the raw records themselves."""
-    return None
+    """Skip FastStream's JSON decoding: the handler's argument is the batch's raw records."""
+    return message.raw_message
