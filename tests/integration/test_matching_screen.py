@@ -188,3 +188,24 @@ def test_the_search_rules_out_no_one_that_check_accepts(
     spec: tuple,  # type: ignore[type-arg]
 ) -> None:
     asyncio.run(_compare(infra.redis_url, specs, spec))
+
+
+async def test_the_search_goes_past_its_budget_only_while_nobody_fits(
+    redis: Redis, prefix: str
+) -> None:
+    index = HelperIndex(redis, prefix)
+    # Ten French speakers at the higher level come first in the set; the one German speaker,
+    # at the lower level, comes last.
+    for n in range(10):
+        await index.upsert(
+            helper(id=f"fr{n}", skills={"first_aid": 3}, languages=frozenset({"fr"}))
+        )
+    await index.upsert(helper(id="de", skills={"first_aid": 2}, languages=frozenset({"de"})))
+
+    german = await index.candidates(request(languages=frozenset({"de"})), limit=4)
+    assert [c.helper.id for c in german] == ["de"]
+    assert german.examined == 11
+    assert reasons(german.ruled_out) == Counter({("language", ""): 10})
+
+    anyone = await index.candidates(request(languages=frozenset()), limit=4)
+    assert anyone.examined == 4 and len(anyone) == 4

@@ -51,15 +51,15 @@ MAX_CANDIDATES = 64  # helpers examined per request
 MAX_ZONES = 64  # time zones per area the search screens availability in; others: the caller
 ZONE_AREA_RESOLUTION = 1  # H3 cells of ~600 km across: the areas whose zones are remembered
 
-# The candidate search, in one round trip. ARGV: per-set limits for ring 0, ring 1 and ring 2;
-# how many sets are ring 0 and ring 1; how many helpers to examine at most; offset seed;
-# profile key prefix; sorted-set key prefix; the required skills as "skill:level,..."; the
-# request's lat and lon ("" when remote); the sets to read as "tier:cell" joined by ",",
-# nearest first ("*<n>": shard n of the org-wide sets); the request's languages joined by ","
-# ("" for any); the request window in local time per time zone, "zone=weekday,start,end;..."
-# in minutes (zones missing here are left to the caller); the coverage threshold; then
-# optionally the load-hash prefix, the window in epoch seconds and the recent-offer hashes
-# joined by ",".
+# The candidate search, in one round trip. ARGV: per-set limits for ring 0, ring 1 and ring 2; how
+# many sets are ring 0 and ring 1; how many helpers to examine (up to eight times more while none
+# passes the screen); offset seed; profile key prefix; sorted-set key prefix; the required skills as
+# "skill:level,..."; the request's lat and lon ("" when remote); the sets to read as "tier:cell"
+# joined by ",", nearest first ("*<n>": shard n of the org-wide sets); the request's languages
+# joined by "," ("" for any); the request window in local time per time zone,
+# "zone=weekday,start,end;..." in minutes (zones missing here are left to the caller); the coverage
+# threshold; then optionally the load-hash prefix, the window in epoch seconds and the recent-offer
+# hashes joined by ",".
 # Keys are built here, not passed, which keeps a call with ~100 sets cheap to send; it also
 # means one org's index must live on one Redis node (no cluster slots).
 # Within a set, helpers at or above the level are read by rank from a random offset (so a dense city
@@ -77,6 +77,11 @@ local byte, sub, min, max = string.byte, string.sub, math.min, math.max
 local limits = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])}
 local ring0, ring1 = tonumber(ARGV[4]), tonumber(ARGV[5])
 local total, seed = tonumber(ARGV[6]), tonumber(ARGV[7])
+-- Until one helper passes the screen the search goes on past its budget, up to this many
+-- times it: a request needing two skills or a rare language often met 64 helpers of its
+-- rarest skill within reach and none that could take it, and went unmatched while able
+-- helpers were a few sets further on.
+local most = total * 8
 local profile_prefix, set_prefix = ARGV[8], ARGV[9]
 -- The rarest required skill (smallest org-wide set) drives the search; the others are
 -- checked on each profile.
@@ -224,7 +229,7 @@ local function examine(members)
         out[#out + 1] = 0
         out[#out + 1] = 0
       end
-      if examined >= total then return true end
+      if examined >= most or (examined >= total and #found > 0) then return true end
     end
   end
   return false
@@ -595,7 +600,8 @@ class HelperIndex:
         coverage_threshold: float = 1.0,
     ) -> Candidates:
         """Helpers holding the rarest required skill at its level and roughly within their
-        radius of the request, nearest cells first, at most `limit` of them examined; those
+        radius of the request, nearest cells first, `limit` of them examined (up to eight
+        times more while none has passed the index's screen); those
         the index could rule out are only tallied, the rest come back with their current load
         when asked. The caller checks every hard constraint on what comes back."""
         cells, ring0, ring1 = self.search_cells(request)
