@@ -190,3 +190,16 @@ async def tap(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await consumer.stop()
+
+
+async def committed_offsets(infra: Infra, group: str) -> dict[int, int]:
+    """The consumer group's committed offset per partition (partitions without one left out)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}

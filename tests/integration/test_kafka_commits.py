@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from leanon_shared.commits import COMMIT_EVERY_S, TimedCommitSubscriber
 from leanon_shared.kafka import EventBus, make_broker, subscribe_batches
 from leanon_shared.settings import LeanOnSettings
-from tests.conftest import ROOT, Infra, wait_for
+from tests.conftest import ROOT, Infra, committed_offsets, wait_for
 
 Records = Sequence[ConsumerRecord[bytes, bytes]]
 # Long enough that, within a test, the timer commits nothing after a subscriber's first batch:
@@ -49,14 +49,18 @@ async def produce(bus: EventBus, topic: str, count: int, start: int = 0) -> None
         await bus.send_raw(topic, f"m{i}".encode(), f"k{i}".encode())
 
 
-async def committed(infra: Infra, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
-    await admin.start()
+async def filled(
+    infra: Infra, prefix: str, partitions: int, count: int
+) -> tuple[str, str, dict[int, int]]:
+    """A new topic holding `count` records, a group name for it, and its end offsets."""
+    topic, group = await make_topic(infra, f"{prefix}work", partitions), f"{prefix}g"
+    bus = EventBus(settings(infra, prefix), "test")
+    await bus.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        await produce(bus, topic, count)
     finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+        await bus.stop()
+    return topic, group, await end_offsets(infra, topic, partitions)
 
 
 async def end_offsets(infra: Infra, topic: str, partitions: int) -> dict[int, int]:
@@ -88,11 +92,7 @@ async def consuming(
 
 
 async def test_offsets_are_committed_once_traffic_stops(infra: Infra, prefix: str) -> None:
-    topic, group = await make_topic(infra, f"{prefix}work", 3), f"{prefix}g"
-    bus = EventBus(settings(infra, prefix), "test")
-    await bus.start()
-    await produce(bus, topic, 60)
-    ends = await end_offsets(infra, topic, 3)
+    topic, group, ends = await filled(infra, prefix, 3, 60)
     seen: list[tuple[int, int]] = []
     commits = 0
     async with consuming(infra, prefix, topic, group, seen, max_records=1) as subscriber:
@@ -108,30 +108,24 @@ async def test_offsets_are_committed_once_traffic_stops(infra: Infra, prefix: st
         await wait_for(lambda: len(seen) == 60, what="all 60 records, one per batch")
         first_done = time.monotonic()
         # No further traffic: only a commit made while idle brings the lag to 0.
-        await wait_for(lambda: _equal(committed(infra, group), ends), what="lag 0")
+        await wait_for(lambda: _equal(committed_offsets(infra, group), ends), what="lag 0")
         took = time.monotonic() - first_done
-    await bus.stop()
     # 60 batches, but at most one commit per interval (a commit per batch would be 60).
     assert commits <= 2 + (took + 0.5) / COMMIT_EVERY_S
     assert commits < 30
 
 
 async def test_graceful_stop_commits_what_is_finished(infra: Infra, prefix: str) -> None:
-    topic, group = await make_topic(infra, f"{prefix}work", 2), f"{prefix}g"
-    bus = EventBus(settings(infra, prefix), "test")
-    await bus.start()
-    await produce(bus, topic, 30)
-    await bus.stop()
-    ends = await end_offsets(infra, topic, 2)
+    topic, group, ends = await filled(infra, prefix, 2, 30)
     seen: list[tuple[int, int]] = []
     async with consuming(
         infra, prefix, topic, group, seen, max_records=5, commit_every_s=NEVER_S
     ) as subscriber:
         await wait_for(lambda: len(seen) == 30, what="all 30 records")
         # Only the first batch was committed by the timer.
-        assert sum((await committed(infra, group)).values()) <= 5
+        assert sum((await committed_offsets(infra, group)).values()) <= 5
         assert subscriber.offsets.pending
-    assert await committed(infra, group) == ends
+    assert await committed_offsets(infra, group) == ends
 
 
 async def test_a_raising_handler_gets_its_batch_again_and_no_commit_passes_it(
@@ -162,25 +156,22 @@ async def test_a_raising_handler_gets_its_batch_again_and_no_commit_passes_it(
         assert 8 <= first <= 10 and set(failed_from) == {first}  # the same batch, from its start
         # What finished before it is committed (while idle: the same batch fails meanwhile),
         # and nothing past its first record, however often it fails.
-        await wait_for(lambda: _equal(committed(infra, group), {0: first}), what="commit")
+        await wait_for(lambda: _equal(committed_offsets(infra, group), {0: first}), what="commit")
         seen_failing = len(failed_from)
         await wait_for(lambda: len(failed_from) >= seen_failing + 3, what="three more failures")
-        assert await committed(infra, group) == {0: first}
+        assert await committed_offsets(infra, group) == {0: first}
         assert handled == list(range(first))
         failing = False
-        await wait_for(lambda: _equal(committed(infra, group), {0: 20}), what="all committed")
+        await wait_for(
+            lambda: _equal(committed_offsets(infra, group), {0: 20}), what="all committed"
+        )
     finally:
         await broker.stop()
     assert handled == list(range(20))  # in order, each once
 
 
 async def test_a_killed_consumer_loses_nothing(infra: Infra, prefix: str) -> None:
-    topic, group = await make_topic(infra, f"{prefix}work", 2), f"{prefix}g"
-    bus = EventBus(settings(infra, prefix), "test")
-    await bus.start()
-    await produce(bus, topic, 200)
-    await bus.stop()
-    ends = await end_offsets(infra, topic, 2)
+    topic, group, ends = await filled(infra, prefix, 2, 200)
     # The child handles 5 records per batch and commits only its first batch (NEVER_S), so
     # most of what it finished is uncommitted when it is killed.
     child = await asyncio.create_subprocess_exec(
@@ -211,7 +202,7 @@ async def test_a_killed_consumer_loses_nothing(infra: Infra, prefix: str) -> Non
         os.kill(child.pid, signal.SIGKILL)
         await child.wait()
         await reader
-    at_kill = await committed(infra, group)
+    at_kill = await committed_offsets(infra, group)
     finished = _next_per_partition(by_child)
     for partition, offset in at_kill.items():  # never committed past what it had finished
         assert offset <= finished.get(partition, 0)
@@ -241,7 +232,7 @@ async def test_a_consumer_joining_the_group_sees_no_gap(infra: Infra, prefix: st
     paced = dict(max_records=5, commit_every_s=NEVER_S)
     async with consuming(infra, prefix, topic, group, by_a, **paced):
         await wait_for(lambda: len(by_a) == 60, what="A handled the first 60")
-        assert sum((await committed(infra, group)).values()) <= 5
+        assert sum((await committed_offsets(infra, group)).values()) <= 5
 
         stop = asyncio.Event()
 

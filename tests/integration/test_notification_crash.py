@@ -10,10 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from tests.conftest import Infra, env_for, free_port, wait_for
+from tests.conftest import Infra, committed_offsets, env_for, free_port, wait_for
 from tests.integration.notify_rig import DELAYS, SECRET, collecting, notification_settings, receiver
 
 EVENTS = 30
@@ -33,16 +32,6 @@ async def ready(port: int) -> bool:
             return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-async def committed(infra: Infra, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
 async def test_sigkill_between_delivering_and_committing(
@@ -74,7 +63,9 @@ async def test_sigkill_between_delivering_and_committing(
             await wait_for(lambda: len(rec.taken("/h")) == TAKEN_BEFORE_KILL, what="ten delivered")
             sent = f"{prefix}sent:*"
             await wait_for(lambda: _count(r.redis, sent, TAKEN_BEFORE_KILL), what="their sent keys")
-            assert await committed(infra, f"{prefix}notification") == {}  # nothing committed
+            assert (
+                await committed_offsets(infra, f"{prefix}notification") == {}
+            )  # nothing committed
         finally:
             os.kill(first.pid, signal.SIGKILL)
             first.wait(timeout=10)
