@@ -60,10 +60,13 @@ def _docker_usable() -> bool:
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
+    """Kafka and Redis: already running, in containers, or started here (and stopped at the
+    end). Only tests that ask for it start anything, so unit tests need neither."""
     kafka = os.environ.get("LEANON_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     redis_url = os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0")
     if _reachable(kafka) and _reachable(_redis_hostport(redis_url)):
         yield Infra(kafka, redis_url)
+        _forget_topics(kafka)
         return
     if _docker_usable():
         from testcontainers.kafka import KafkaContainer
@@ -76,6 +79,7 @@ def infra() -> Iterator[Infra]:
     subprocess.run([str(ROOT / "deploy/local/infra.sh"), "up"], check=True, timeout=300)
     try:
         yield Infra(kafka, redis_url)
+        _forget_topics(kafka)
     finally:
         subprocess.run([str(ROOT / "deploy/local/infra.sh"), "down"], check=False, timeout=120)
 
@@ -96,14 +100,12 @@ def prefix() -> str:
     return new_prefix()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def forget_topics(infra: Infra) -> Iterator[None]:
+def _forget_topics(bootstrap: str) -> None:
     """Delete the session's topics at its end. Kept, they pile up in a long-lived local Kafka
     (thousands after a few days of runs), and every partition costs the broker CPU."""
-    yield
     if PREFIXES:
         with contextlib.suppress(Exception):  # a cleanup: it never fails the session
-            asyncio.run(_delete_topics(infra.kafka_bootstrap, tuple(PREFIXES)))
+            asyncio.run(_delete_topics(bootstrap, tuple(PREFIXES)))
 
 
 async def _delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> None:

@@ -153,13 +153,17 @@ class PipelinedConsumer:
             self.consumer.resume(tp)
 
     def _dispatch(self, tp: TopicPartition, record: Record) -> None:
-        self._inflight.setdefault(tp, {})[record.offset] = None
+        waiting = self._inflight.setdefault(tp, {})
+        waiting[record.offset] = None
         self._next[tp] = record.offset + 1
-        task = asyncio.create_task(self._one(tp, record))
+        task = asyncio.create_task(self._one(tp, record, waiting))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _one(self, tp: TopicPartition, record: Record) -> None:
+    async def _one(self, tp: TopicPartition, record: Record, waiting: dict[int, None]) -> None:
+        """Handle one record until done; `waiting` is the partition's in-flight set as it was
+        at dispatch. A revocation replaces it, so a task that outlives the revocation never
+        clears the mark of its own redelivered copy, which a commit must not pass."""
         handled = False
         backoff = 0.1
         failures = 0
@@ -192,9 +196,7 @@ class PipelinedConsumer:
         finally:
             self._slots.release()
             if handled:  # an abandoned record keeps its place, so no commit passes it
-                waiting = self._inflight.get(tp)
-                if waiting is not None:
-                    waiting.pop(record.offset, None)
+                waiting.pop(record.offset, None)
 
     def _position(self, tp: TopicPartition) -> int | None:
         waiting = self._inflight.get(tp)
