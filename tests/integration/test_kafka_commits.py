@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from leanon_shared.commits import COMMIT_EVERY_S, TimedCommitSubscriber
+from leanon_shared.commits import COMMIT_EVERY_S, RETRY_FIRST_S, TimedCommitSubscriber
 from leanon_shared.kafka import EventBus, make_broker, subscribe_batches
 from leanon_shared.settings import LeanOnSettings
 from tests.conftest import ROOT, Infra, committed_offsets, wait_for
@@ -138,12 +138,14 @@ async def test_a_raising_handler_gets_its_batch_again_and_no_commit_passes_it(
     await bus.stop()
     handled: list[int] = []
     failed_from: list[int] = []  # the first offset of each batch that raised
+    failed_at: list[float] = []
     failing = True
 
     async def handle(records: Records) -> None:
         offsets = [r.offset for r in records]
         if failing and 10 in offsets:
             failed_from.append(offsets[0])
+            failed_at.append(time.monotonic())
             raise ConnectionError("redis went away for a moment")
         handled.extend(offsets)
 
@@ -161,6 +163,10 @@ async def test_a_raising_handler_gets_its_batch_again_and_no_commit_passes_it(
         await wait_for(lambda: len(failed_from) >= seen_failing + 3, what="three more failures")
         assert await committed_offsets(infra, group) == {0: first}
         assert handled == list(range(first))
+        # Each retry waits longer (RETRY_FIRST_S doubled per failure): the sixth comes at
+        # least 0.8 s after the fifth, where without a back-off it came within milliseconds.
+        gaps = [b - a for a, b in itertools.pairwise(failed_at)]
+        assert gaps[4] >= 16 * RETRY_FIRST_S * 0.9 and gaps[4] > gaps[0], gaps
         failing = False
         await wait_for(
             lambda: _equal(committed_offsets(infra, group), {0: 20}), what="all committed"

@@ -8,7 +8,8 @@ most once per `commit_every_s`, the offset after the last record of each partiti
 handler has finished. Finished offsets are also committed when the subscriber goes idle (the
 poll wakes when the next commit is due), before its partitions are revoked in a rebalance, and
 on graceful stop. A batch whose handler raises is never marked finished: its partitions are
-rewound to its first record, so it comes again and no commit passes it.
+rewound to its first record, so it comes again, after a growing back-off, and no commit
+passes it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ COMMIT_EVERY_S = 0.2
 # The poll's timeout when nothing waits to be committed. Records end it as soon as they arrive,
 # so it costs no latency; it only sets how often an idle subscriber wakes for nothing.
 IDLE_POLL_MS = 1_000
+# After a handler raises, the batch comes again after this pause, doubled at each failure in a
+# row up to the cap: a store that is down is not hammered, nor the log flooded, meanwhile.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 5.0
 
 
 class FinishedOffsets:
@@ -96,6 +101,7 @@ class TimedCommitSubscriber(BatchSubscriber):
     _next_commit: float
     _idle: asyncio.Event
     _fetched_in: int  # the generation the batch in hand was fetched in
+    _failures: int  # handler failures in a row
 
     @classmethod
     def adopt(
@@ -112,12 +118,16 @@ class TimedCommitSubscriber(BatchSubscriber):
         subscriber._idle = asyncio.Event()
         subscriber._idle.set()
         subscriber._fetched_in = 0
+        subscriber._failures = 0
         return subscriber
 
     async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
-        """The next batch, or () when the poll ends empty; commits on the way when one is due."""
+        """The next batch, or () when the poll ends empty; commits on the way when one is due,
+        and after a failed batch first waits its back-off."""
         if self.offsets.pending and time.monotonic() >= self._next_commit:
             await self.commit()
+        if self._failures:
+            await asyncio.sleep(min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self._failures - 1)))
         timeout_ms: float = IDLE_POLL_MS
         if self.offsets.pending:  # wake when the commit falls due, even if nothing arrives
             timeout_ms = min(timeout_ms, max(0.0, self._next_commit - time.monotonic()) * 1000)
@@ -135,10 +145,13 @@ class TimedCommitSubscriber(BatchSubscriber):
 
     def finished(self, records: Records) -> None:
         """The handler is done with `records`: they may be committed."""
+        self._failures = 0
         self.offsets.finish(records, self._fetched_in)
 
     def rewind(self, records: Records) -> None:
-        """The handler raised: fetch `records` again from the first of each partition."""
+        """The handler raised: fetch `records` again from the first of each partition, after
+        a back-off that grows while the failures go on."""
+        self._failures += 1
         if self.consumer is None or self._fetched_in != self.offsets.generation:
             return  # revoked meanwhile: whoever owns them now starts from the last commit
         first: dict[TopicPartition, int] = {}
