@@ -13,11 +13,18 @@ TP = TopicPartition("events", 0)
 
 async def test_a_task_outliving_a_revocation_leaves_its_redelivered_copy_in_flight() -> None:
     releases: list[asyncio.Event] = []
+    started = asyncio.Condition()
 
     async def handle(record: Any) -> None:
         release = asyncio.Event()
-        releases.append(release)
+        async with started:
+            releases.append(release)
+            started.notify_all()
         await release.wait()
+
+    async def attempts(n: int) -> None:
+        async with started:
+            await asyncio.wait_for(started.wait_for(lambda: len(releases) == n), timeout=5)
 
     consumer = PipelinedConsumer(
         bootstrap="unused",
@@ -32,14 +39,14 @@ async def test_a_task_outliving_a_revocation_leaves_its_redelivered_copy_in_flig
     await consumer._slots.acquire()
     consumer._dispatch(TP, record)  # type: ignore[arg-type]
     [first] = consumer._tasks
-    await asyncio.sleep(0)  # the handler starts and waits
+    await attempts(1)  # the handler has started and waits
     # Revoked while the handler is still running (the wait is bounded), then assigned back:
     # the record comes again and runs beside the first attempt.
     await consumer.on_revoked({TP})
     await consumer._slots.acquire()
     consumer._dispatch(TP, record)  # type: ignore[arg-type]
     [copy] = consumer._tasks - {first}
-    await asyncio.sleep(0)
+    await attempts(2)
     assert consumer._position(TP) == 7
 
     releases[0].set()  # the attempt from before the revocation finishes
