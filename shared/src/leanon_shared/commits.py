@@ -188,9 +188,11 @@ class TimedCommitSubscriber(BatchSubscriber):
         """Wait (bounded) for the batch in hand, then commit. Bounded, because a handler that
         hangs must not hold up a rebalance or a stop for ever: its batch then comes again."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self.graceful_s)
+            async with asyncio.timeout(self.graceful_s):
+                await self._idle.wait()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.commit(only), self.graceful_s)
+            async with asyncio.timeout(self.graceful_s):
+                await self.commit(only)
 
     async def revoked(self, partitions: Collection[TopicPartition]) -> None:
         await self._finish_in_hand_and_commit(partitions)

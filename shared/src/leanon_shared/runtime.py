@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from typing import Any
 
 import uvicorn
 from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.types import ASGIApp
+
+log = logging.getLogger(__name__)
 
 
 def tune_gc() -> None:
@@ -67,6 +70,25 @@ def redis_client(url: str, max_connections: int = 64, socket_timeout: float | No
 
 async def redis_ready(redis: Redis) -> bool:
     try:
-        return bool(await asyncio.wait_for(redis.ping(), timeout=2))
+        async with asyncio.timeout(2):
+            return bool(await redis.ping())
     except Exception:
         return False
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], *, every_s: float = 0.1) -> None:
+    """Cancel `task` and wait until it has ended, cancelling again while it goes on.
+
+    One cancellation is not always enough on Python 3.11: `asyncio.wait_for` returns the
+    inner result and drops a cancellation that arrives in the same turn of the loop as that
+    result (CPython gh-86296, fixed in 3.12). redis-py sends every command through
+    `wait_for` when a socket timeout is set, so a loop cancelled during a Redis call could
+    carry on and hold up shutdown for good. Waiting here never raises the task's own
+    outcome; cancelling the caller still cancels the caller.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every_s)
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.warning("task %s failed while stopping", task.get_name(), exc_info=error)

@@ -50,7 +50,8 @@ class WebhookHosts:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            addresses = await asyncio.wait_for(self._resolve(host), RESOLVE_TIMEOUT_S)
+            async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                addresses = await self._resolve(host)
             internal = any(is_internal(resolved_address(a)) for a in addresses)
         except (OSError, UnicodeError, TimeoutError):
             return False  # unresolvable now; not cached, delivery checks again

@@ -22,7 +22,7 @@ from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
-from leanon_shared.runtime import redis_client, redis_ready
+from leanon_shared.runtime import cancel_and_wait, redis_client, redis_ready
 from leanon_shared.telemetry import health_routes
 from leanon_shared.topics import Topics
 
@@ -108,9 +108,7 @@ def create_app(settings: MatchingSettings) -> Starlette:
         try:
             yield
         finally:
-            timer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer_task
+            await cancel_and_wait(timer_task)
             await broker.stop()
             await bus.stop()
             await redis.aclose()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import socket
 import ssl
 import time
@@ -22,6 +21,8 @@ from typing import cast
 
 import httptools
 from aiohttp.abc import AbstractResolver
+
+from leanon_shared.runtime import cancel_and_wait
 
 IDLE_S = 4.0  # below the shortest keep-alive servers commonly use (Node: 5 s), so a reused
 # connection is rarely one the server is closing at that moment
@@ -241,9 +242,7 @@ class Connections:
 
     async def close(self) -> None:
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait(self._sweeper)
         for pool in self._pools.values():
             for conn in pool.idle:
                 conn.abort()

@@ -26,6 +26,8 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from leanon_shared.runtime import cancel_and_wait
+
 log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handle = Callable[[Record], Awaitable[None]]
@@ -94,9 +96,8 @@ class PipelinedConsumer:
             await self._loop_task
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=self._graceful)
-            for task in pending:  # not committed: they come again after a restart
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            # not committed: they come again after a restart
+            await asyncio.gather(*(cancel_and_wait(task) for task in pending))
         if self._consumer is not None:
             await self._commit()
             for timer in self._timers.values():
