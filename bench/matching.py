@@ -98,7 +98,8 @@ async def load_index(index: HelperIndex, raw_helpers: list[dict[str, Any]]) -> f
     loaded: set[tuple[str, str]] = set()
     for i in range(0, len(raw_helpers), LOAD_CHUNK):
         chunk = raw_helpers[i : i + LOAD_CHUNK]
-        await index.load(plan_load(((r["org"], r["id"], record(r)) for r in chunk), loaded))
+        changes = ((r["org"], r["id"], record(r)) for r in chunk)
+        await index.load(plan_load(changes, loaded, index.prefix))
         if i and i % 200_000 == 0:
             log(f"  redis: {i:,} helpers indexed")
     return time.perf_counter() - started

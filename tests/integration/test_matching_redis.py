@@ -184,7 +184,7 @@ async def test_a_rebuilds_bulk_load_writes_the_same_index_as_updates(
             (h.org, h.id, _record(h)) for h in batch
         ]
         changes += [("o", r, None) for r in removed]
-        await bulk.load(plan_load(changes, loaded))
+        await bulk.load(plan_load(changes, loaded, bulk.prefix))
     try:
         expected = await _dump(redis, prefix + "u.")
         assert "h:o:gone" not in expected and "h:o:b" in expected
@@ -236,3 +236,61 @@ async def test_a_rebuild_skips_unreadable_records_and_keeps_the_rest(
         assert {c.helper.id for c in await index.candidates(request())} == {"a", "b"}
     finally:
         await index.clear()
+
+
+async def test_a_rebuild_from_many_partitions_and_loads_matches_the_updates(
+    infra: Infra, redis: Redis, prefix: str, monkeypatch: Any
+) -> None:
+    """Replayed through both planners in loads of seven, a record at a time: helpers that
+    change or go in a later load than their first version end up exactly as the same records
+    applied one by one."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from leanon_matching import rebuild
+
+    fetched = rebuild.replay_topic
+
+    async def one_at_a_time(bootstrap: str, topic: str, apply: Any, progress: Any) -> int:
+        async def each(batch: Any) -> None:
+            for record in batch:
+                await apply([record])
+
+        return await fetched(bootstrap, topic, each, progress)
+
+    monkeypatch.setattr(rebuild, "replay_topic", one_at_a_time)
+    monkeypatch.setattr(rebuild, "LOAD_CHUNK", 7)
+    topic = f"{prefix}helpers"
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        await admin.close()
+    first = [
+        helper(id=f"h{i}", skills={"first_aid": 1 + i % 5, "driving": 1 + i % 3}, lat=52 + i / 100)
+        for i in range(40)
+    ]
+    later = [helper(id=f"h{i}", skills={"cooking": 4}, radius_km=40) for i in range(0, 40, 3)]
+    gone = [f"h{i}" for i in range(1, 40, 5)]
+    updates = HelperIndex(redis, prefix + "u.")
+    await updates.apply([(h.org, h.id, h) for h in first])
+    await updates.apply([(h.org, h.id, h) for h in later] + [("o", g, None) for g in gone])
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for h in first + later:
+            await producer.send(topic, orjson.dumps(_record(h)), key=f"o/{h.id}".encode())
+        for g in gone:
+            await producer.send(topic, None, key=f"o/{g}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    rebuilt = HelperIndex(redis, prefix + "b.")
+    try:
+        assert await replay(rebuilt, infra.kafka_bootstrap, topic) == 40 + len(later) + len(gone)
+        expected = await _dump(redis, prefix + "u.")
+        assert "h:o:h1" not in expected and "h:o:h3" in expected
+        assert await _dump(redis, prefix + "b.") == expected
+    finally:
+        await updates.clear()
+        await rebuilt.clear()

@@ -11,6 +11,7 @@ densest city and no request ever scans all helpers.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import zlib
 from collections.abc import Iterable
@@ -346,86 +347,57 @@ return 1
 """
 APPLY_CHUNK = 10_000  # operations per call
 
-# A bulk load into an index that started empty: nothing to read back or clean up, so each
-# helper travels as five arguments and the script builds its keys. ARGV: profile key prefix,
-# set key prefix (org's), the org's skill-sizes hash, then per helper: id, packed profile,
-# "tier:cell" ("" when remote), its org-wide shard, skills as "name:level,...".
-# Profiles go in with MSET and each set gets one ZADD of all its new members: a command run
-# from Lua costs Redis far more than the entry it writes (a ZADD and a SET per entry took
-# 36 us of Redis per helper; grouped, 25; Lua's unpack takes at most ~8,000 values).
+# A bulk load into an index that started empty: nothing to read back or clean up. The
+# planner (plan_load) groups a load's entries by key, so the script runs one command per key
+# and does no work per helper: parsing each helper's skills and building its keys in Lua had
+# cost Redis more than the writes themselves (30 us of Redis per helper, against 21).
+# ARGV: the org's skill-sizes hash, its counts hash (see _APPLY), then operations:
+#   m n key value ...            MSET of profiles
+#   z key n level member ...     ZADD to a cell set
+#   k key skill n level id ...   ZADD to an org-wide shard; the members it adds count
+#                                toward the skill's size
+#   c n field add ...            counts at or above each level, added (HMGET, then HSET)
+# Each carries at most LOAD_GROUP values: Lua's unpack takes at most ~8,000.
 _LOAD = """
-local profiles, sets, sizes = ARGV[1], ARGV[2], ARGV[3]
-local members, skill_of, mset, levels = {}, {}, {}, {}
-local function add(key, level, id)
-  local m = members[key]
-  if m == nil then
-    m = {}
-    members[key] = m
-  end
-  m[#m + 1] = level
-  m[#m + 1] = id
-end
-for i = 4, #ARGV, 5 do
-  local id, cell, shard = ARGV[i], ARGV[i + 2], ARGV[i + 3]
-  mset[#mset + 1] = profiles .. id
-  mset[#mset + 1] = ARGV[i + 1]
-  if #mset >= 4000 then
-    redis.call('MSET', unpack(mset))
-    mset = {}
-  end
-  local member = id .. string.sub(ARGV[i + 1], 3, 12)  -- in cell sets: radius, lat, lon
-  for name, level in string.gmatch(ARGV[i + 4], '([^,:]+):(%d+)') do
-    local key = sets .. name .. ':' .. shard
-    skill_of[key] = name
-    add(key, level, id)
-    if cell ~= '' then
-      local set = cell .. ':' .. name
-      add(sets .. set, level, member)
-      local at = levels[set]
-      if at == nil then
-        at = {0, 0, 0, 0, 0}
-        levels[set] = at
-      end
-      level = tonumber(level)
-      at[level] = at[level] + 1
-    end
-  end
-end
-if #mset > 0 then redis.call('MSET', unpack(mset)) end
--- The counts at or above each level (see _APPLY), added in a few HMGET and HSET calls: one
--- HINCRBY per field cost Redis a fifth of the whole load.
-local fields, adds = {}, {}
-for set, at in pairs(levels) do
-  local n = 0
-  for level = 5, 1, -1 do
-    n = n + at[level]
-    if n > 0 then
-      fields[#fields + 1] = set .. '>' .. level
-      adds[#adds + 1] = n
-    end
-  end
-end
-for first = 1, #fields, 2000 do
-  local last = math.min(#fields, first + 1999)
-  local now = redis.call('HMGET', sets .. '>', unpack(fields, first, last))
-  local pairs_ = {}
-  for k = first, last do
-    pairs_[#pairs_ + 1] = fields[k]
-    pairs_[#pairs_ + 1] = (tonumber(now[k - first + 1]) or 0) + adds[k]
-  end
-  redis.call('HSET', sets .. '>', unpack(pairs_))
-end
+local sizes, counts = ARGV[1], ARGV[2]
 local added = {}
-for key, m in pairs(members) do
-  local name = skill_of[key]
-  for first = 1, #m, 4000 do
-    local n = redis.call('ZADD', key, unpack(m, first, math.min(#m, first + 3999)))
-    if name then added[name] = (added[name] or 0) + n end
+local i, last = 3, #ARGV
+while i <= last do
+  local op = ARGV[i]
+  if op == 'z' then
+    local n = tonumber(ARGV[i + 2])
+    redis.call('ZADD', ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + n))
+    i = i + 3 + n
+  elseif op == 'k' then
+    local skill, n = ARGV[i + 2], tonumber(ARGV[i + 3])
+    local got = redis.call('ZADD', ARGV[i + 1], unpack(ARGV, i + 4, i + 3 + n))
+    added[skill] = (added[skill] or 0) + got
+    i = i + 4 + n
+  elseif op == 'm' then
+    local n = tonumber(ARGV[i + 1])
+    redis.call('MSET', unpack(ARGV, i + 2, i + 1 + n))
+    i = i + 2 + n
+  elseif op == 'c' then
+    local n = tonumber(ARGV[i + 1])
+    local fields = {}
+    for k = i + 2, i + 1 + n, 2 do fields[#fields + 1] = ARGV[k] end
+    local now = redis.call('HMGET', counts, unpack(fields))
+    local pairs_ = {}
+    for k = 1, #fields do
+      pairs_[#pairs_ + 1] = fields[k]
+      pairs_[#pairs_ + 1] = (tonumber(now[k]) or 0) + tonumber(ARGV[i + 2 * k + 1])
+    end
+    redis.call('HSET', counts, unpack(pairs_))
+    i = i + 2 + n
+  else
+    return redis.error_reply('unknown load operation ' .. tostring(op))
   end
 end
-for name, n in pairs(added) do redis.call('HINCRBY', sizes, name, n) end
+for skill, n in pairs(added) do redis.call('HINCRBY', sizes, skill, n) end
 return 1
 """
+_LOAD_SHA = hashlib.sha1(_LOAD.encode()).hexdigest().encode()
+LOAD_GROUP = 4000  # values per operation of _LOAD
 LOAD_CHUNK = 20_000  # helpers per call: about a third of a second of Redis's time
 
 
@@ -434,7 +406,7 @@ class BulkLoad:
     """A batch of a rebuild, planned: updates that need apply, and per org _LOAD's arguments."""
 
     again: list[tuple[str, str, Helper | None]]
-    fresh: dict[str, list[str | bytes]]
+    fresh: list[bytes]  # _LOAD calls, one per org, encoded for the wire (RESP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,7 +450,6 @@ class HelperIndex:
         self._p = prefix
         self._candidates = redis.register_script(_CANDIDATES)
         self._apply = redis.register_script(_APPLY)
-        self._load = redis.register_script(_LOAD)
         # Time zones seen among the helpers found for an org's requests in an area: the search
         # is told the request window in each, so that it can rule out helpers whose weekly
         # slots miss it. Per area, not per org: a pan-European org has a dozen zones, and
@@ -486,6 +457,10 @@ class HelperIndex:
         self._zones: dict[tuple[str, str], set[str]] = {}
 
     # -- keys ------------------------------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        return self._p
+
     def _profile_prefix(self, org: str) -> str:
         return f"{self._p}h:{org}:"
 
@@ -566,15 +541,17 @@ class HelperIndex:
         """Write a planned bulk load (see plan_load)."""
         if bulk.again:
             await self.apply(bulk.again)
-        step = 5 * LOAD_CHUNK
-        for org, args in bulk.fresh.items():
-            head: list[str | bytes] = [
-                self._profile_prefix(org),
-                self._sets(org),
-                self._skill_counts(org),
-            ]
-            for start in range(0, len(args), step):
-                await self._load(keys=[], args=head + args[start : start + step])
+        if not bulk.fresh:
+            return
+        await self._r.script_load(_LOAD)  # the calls are encoded with its SHA
+        pool = self._r.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            for call in bulk.fresh:
+                await conn.send_packed_command(call)
+                await conn.read_response()  # raises the script's error, if any
+        finally:
+            await pool.release(conn)
 
     # -- reads -----------------------------------------------------------------------------
     def search_cells(self, request: Request) -> tuple[list[str], int, int]:
@@ -721,38 +698,123 @@ def _ruled_out(tally: list[bytes]) -> list[Check]:
 
 
 def plan_load(
-    changes: Iterable[tuple[str, str, dict[str, Any] | None]], loaded: set[tuple[str, str]]
+    changes: Iterable[tuple[str, str, dict[str, Any] | None]],
+    loaded: set[tuple[str, str]],
+    prefix: str,
 ) -> BulkLoad:
-    """Plan helpers-topic records (as JSON; None for a removal) for an index that this
-    rebuild started from empty (`loaded` holds the helpers written so far, and gains these).
-    A helper written for the first time has no earlier sets to leave, so it goes without a
-    read-back, in the compact form of _LOAD; a second version of one, or a removal, goes
-    through apply. Planning is all the Python work, and needs no connection, so a rebuild
-    plans in another process while Redis writes the previous load."""
+    """Plan helpers-topic records (as JSON; None for a removal) for an index under `prefix`
+    that this rebuild started from empty (`loaded` holds the helpers written so far, and
+    gains these). A helper written for the first time has no earlier sets to leave, so it goes
+    without a read-back, in _LOAD's grouped form, encoded ready to send; a second version of
+    one, or a removal, goes through apply. Planning is all the Python work, and needs no
+    connection, so a rebuild plans in another process while Redis writes the previous load."""
     latest: dict[tuple[str, str], dict[str, Any] | None] = {}
     for org, helper_id, record in changes:
         latest.pop((org, helper_id), None)
         latest[(org, helper_id)] = record
-    bulk = BulkLoad([], {})
+    again: list[tuple[str, str, Helper | None]] = []
+    orgs: dict[str, _OrgLoad] = {}
     for (org, helper_id), record in latest.items():
         if record is None or (org, helper_id) in loaded:
-            bulk.again.append(
-                (org, helper_id, None if record is None else helper_from_json(record))
-            )
+            again.append((org, helper_id, None if record is None else helper_from_json(record)))
             if record is None:
                 loaded.discard((org, helper_id))
             continue
-        profile = record["profile"]
-        packed = pack_json(profile)  # first: an unreadable profile raises before any change
+        load = orgs.get(org)
+        if load is None:
+            load = orgs[org] = _OrgLoad(prefix, org)
+        load.add(helper_id, record["profile"])  # first: an unreadable profile raises
         loaded.add((org, helper_id))
-        cell = ""
+    return BulkLoad(again, [load.encoded() for load in orgs.values()])
+
+
+class _OrgLoad:
+    """One org's part of a bulk load, grouped by key as _LOAD takes it. Entries are kept
+    encoded for the wire (a level and a member, each as a RESP bulk string): a helper's id
+    and member are encoded once, whatever the number of its skills."""
+
+    def __init__(self, prefix: str, org: str) -> None:
+        self.profiles = f"{prefix}h:{org}:".encode()
+        self.sets = f"{prefix}hz:{org}:"
+        self.mset: list[bytes] = []
+        self.shards: dict[tuple[str, str], list[bytes]] = {}
+        self.cells: dict[str, list[bytes]] = {}
+        self.levels: dict[str, list[int]] = {}
+
+    def add(self, helper_id: str, profile: dict[str, Any]) -> None:
+        packed = pack_json(profile)
+        skills = profile["skills"]
+        for level in skills.values():
+            if level not in _LEVEL_BULK:
+                raise ValueError(f"skill level {level!r} is not 1-5")
+        raw_id = helper_id.encode()
+        self.mset.append(_bulk(self.profiles + raw_id) + _bulk(packed))
+        shard = _shard_name(helper_id)
+        id_bulk = _bulk(raw_id)
+        for name, level in skills.items():
+            entry = _LEVEL_BULK[level] + id_bulk
+            group = self.shards.get((name, shard))
+            if group is None:
+                self.shards[(name, shard)] = [entry]
+            else:
+                group.append(entry)
         if loc := profile.get("location"):
             tier = tier_for(float(profile.get("radius_km", 10)))
             cell = f"{tier.name}:{h3.latlng_to_cell(loc['lat'], loc['lon'], tier.resolution)}"
-        bulk.fresh.setdefault(org, []).extend(
-            (helper_id, packed, cell, _shard_name(helper_id), _skill_list(profile["skills"]))
-        )
-    return bulk
+            member = _bulk(raw_id + packed[2:12])  # in cell sets: radius, lat, lon
+            for name, level in skills.items():
+                key = f"{cell}:{name}"
+                entry = _LEVEL_BULK[level] + member
+                group = self.cells.get(key)
+                if group is None:
+                    self.cells[key] = [entry]
+                    at = self.levels[key] = [0] * 6
+                else:
+                    group.append(entry)
+                    at = self.levels[key]
+                at[level] += 1
+
+    def encoded(self) -> bytes:
+        """The _LOAD call, in Redis's wire protocol."""
+        sets = self.sets
+        out = [b"", _bulk(b"EVALSHA"), _bulk(_LOAD_SHA), _bulk(b"0")]
+        out += (_bulk(f"{sets}#".encode()), _bulk(f"{sets}>".encode()))
+        argc = 5
+
+        def group(head: tuple[bytes, ...], entries: list[bytes]) -> None:
+            """Entries of two values each, at most LOAD_GROUP values per operation."""
+            nonlocal argc
+            step = LOAD_GROUP // 2
+            for first in range(0, len(entries), step):
+                part = entries[first : first + step]
+                out.extend(map(_bulk, head))
+                out.append(_bulk(str(2 * len(part)).encode()))
+                out.extend(part)
+                argc += len(head) + 1 + 2 * len(part)
+
+        group((b"m",), self.mset)
+        for (name, shard), entries in self.shards.items():
+            group((b"k", f"{sets}{name}:{shard}".encode(), name.encode()), entries)
+        for key, entries in self.cells.items():
+            group((b"z", f"{sets}{key}".encode()), entries)
+        counts: list[bytes] = []
+        for key, at in self.levels.items():
+            n = 0
+            for level in range(5, 0, -1):
+                n += at[level]
+                if n:
+                    counts.append(_bulk(f"{key}>{level}".encode()) + _bulk(str(n).encode()))
+        group((b"c",), counts)
+        out[0] = b"*%d\r\n" % argc
+        return b"".join(out)
+
+
+def _bulk(value: bytes) -> bytes:
+    """One argument of a command in Redis's wire protocol."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+_LEVEL_BULK = {level: _bulk(str(level).encode()) for level in range(1, 6)}
 
 
 @lru_cache(maxsize=65_536)
@@ -774,16 +836,6 @@ _SHARD_NAMES = tuple(str(n) for n in range(ORG_SHARDS))
 
 def _shard_name(helper_id: str) -> str:
     return _SHARD_NAMES[zlib.crc32(helper_id.encode()) % ORG_SHARDS]
-
-
-def _skill_list(skills: dict[str, int]) -> str:
-    """Skills as _LOAD reads them, "name:level,..."; made once per distinct set of skills."""
-    return _skill_text(tuple(skills.items()))
-
-
-@lru_cache(maxsize=65_536)
-def _skill_text(skills: tuple[tuple[str, int], ...]) -> str:
-    return ",".join(f"{name}:{level}" for name, level in skills)
 
 
 def _raw(value: bytes | str) -> bytes:

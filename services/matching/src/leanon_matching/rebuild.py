@@ -8,6 +8,7 @@ rebuilds (a lock in Redis); the others wait for it to finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import struct
@@ -29,6 +30,7 @@ from leanon_shared.replay import replay as replay_topic
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 60
+PLANNERS = 2  # processes; with Redis and this one, they keep two cores busy
 WAIT_FOR_OTHER_S = 1800
 
 
@@ -74,25 +76,33 @@ async def ensure_index(
 async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: object = None) -> int:
     """Apply every record of the topic up to its end at the time of the call.
 
-    Three stages run at once: this process fetches records and sends loads to Redis, a
-    planner process decodes and packs them (the costliest step in Python: JSON, packing,
-    H3 cells), and Redis writes the previous load. Records are gathered into loads of
-    LOAD_CHUNK helpers (a fetch brings a few thousand per partition): one script call per
-    load, whose sets each get one ZADD, costs Redis a third less per helper.
+    The stages run at once: this process fetches records and sends loads to Redis, PLANNERS
+    planner processes decode, pack and group them (the costliest step in Python: JSON,
+    packing, H3 cells, encoding), and Redis writes the previous load. Records are gathered
+    into loads of LOAD_CHUNK helpers (a fetch brings a few thousand per partition).
+
+    Each planner takes the records of its own partitions. A helper's records all sit in one
+    partition, so one planner sees all of them, in order, and knows whether a helper is new
+    to this rebuild; its loads reach Redis in the order it made them, so a helper's second
+    version always lands after its first.
     """
     loop = asyncio.get_running_loop()
-    pending: list[RawRecord] = []
+    pending: list[list[RawRecord]] = [[] for _ in range(PLANNERS)]
     planning: list[asyncio.Future[tuple[BulkLoad, int]]] = []
     writing: list[asyncio.Task[None]] = []
-    planner = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_start_planner)
-    with planner as pool:
+    with contextlib.ExitStack() as stack:
+        planners = [
+            stack.enter_context(
+                ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_start_planner)
+            )
+            for _ in range(PLANNERS)
+        ]
 
-        async def hand_off() -> None:
-            # Loads reach Redis in the order of their records, so a helper's second version
-            # always sees its first; the single planner keeps the order too.
-            planning.append(loop.run_in_executor(pool, _plan, list(pending)))
-            pending.clear()
-            if len(planning) > 1:
+        async def hand_off(n: int) -> None:
+            records = pending[n]
+            pending[n] = []
+            planning.append(loop.run_in_executor(planners[n], _plan, records, index.prefix))
+            if len(planning) > PLANNERS:
                 await write(planning.pop(0))
 
         async def write(planned: asyncio.Future[tuple[BulkLoad, int]]) -> None:
@@ -104,10 +114,13 @@ async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: obje
             writing.append(asyncio.create_task(index.load(bulk)))
 
         async def apply(batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-            pending.extend((r.key, r.value, r.partition, r.offset) for r in batch)
+            if not batch:
+                return
+            n = batch[0].partition % PLANNERS  # a batch is one partition's
+            pending[n].extend((r.key, r.value, r.partition, r.offset) for r in batch)
             metrics.REBUILD_HELPERS.inc(len(batch))
-            if len(pending) >= LOAD_CHUNK:
-                await hand_off()
+            if len(pending[n]) >= LOAD_CHUNK:
+                await hand_off(n)
 
         async def progress(records: int) -> None:
             log.warning("index rebuild: %d records replayed", records)
@@ -116,8 +129,9 @@ async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: obje
 
         try:
             records = await replay_topic(bootstrap, topic, apply, progress)
-            if pending:
-                await hand_off()
+            for n in range(PLANNERS):
+                if pending[n]:
+                    await hand_off(n)
             while planning:
                 await write(planning.pop(0))
             if writing:
@@ -138,7 +152,7 @@ def _start_planner() -> None:
     _loaded.clear()
 
 
-def _plan(records: list[RawRecord]) -> tuple[BulkLoad, int]:
+def _plan(records: list[RawRecord], prefix: str) -> tuple[BulkLoad, int]:
     """In the planner process: a load planned from raw records, and how many were unreadable
     (logged, and skipped as the index handler skips them)."""
     changes: list[tuple[str, str, dict[str, Any] | None]] = []
@@ -153,7 +167,7 @@ def _plan(records: list[RawRecord]) -> tuple[BulkLoad, int]:
         unreadable += 1
         log.error("skipping unreadable helper record at %s/%s", partition, offset)
     try:
-        return plan_load(changes, _loaded), unreadable
+        return plan_load(changes, _loaded, prefix), unreadable
     except (KeyError, TypeError, ValueError, struct.error):
         pass
     # An unreadable profile among them: find it on its own, then plan the rest once more
@@ -161,10 +175,10 @@ def _plan(records: list[RawRecord]) -> tuple[BulkLoad, int]:
     readable = []
     for change in changes:
         try:
-            plan_load([change], set())
+            plan_load([change], set(), prefix)
         except (KeyError, TypeError, ValueError, struct.error) as exc:
             unreadable += 1
             log.error("skipping unreadable helper record %s/%s: %r", change[0], change[1], exc)
             continue
         readable.append(change)
-    return plan_load(readable, _loaded), unreadable
+    return plan_load(readable, _loaded, prefix), unreadable
