@@ -138,3 +138,31 @@ async def forget_prefix(bootstrap: str, redis_url: str, prefix: str) -> None:
                 await redis.unlink(*batch)
         finally:
             await redis.aclose()
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def shared_pids() -> dict[str, int]:
+    """Kafka and Redis are shared with others on this machine: read-only CPU sampling."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"kafka.Kafka" in cmd and "kafka (shared)" not in found:
+            found["kafka (shared)"] = int(entry.name)
+        elif cmd.startswith(b"redis-server") or b"/redis-server" in cmd.split(b"\0")[0]:
+            found.setdefault("redis (shared)", int(entry.name))
+    return found

@@ -44,14 +44,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from city import make_helpers, make_requests
 from common import (
+    CLK_TCK,
     NO_CONTENT,
     UNAUTHORIZED,
     HttpSink,
+    cpu_seconds,
     forget_prefix,
     histogram,
     log,
     machine,
     percentiles,
+    shared_pids,
     write_results,
 )
 
@@ -259,39 +262,12 @@ class Tracker:
 
 # -- processes, CPU and lag ------------------------------------------------------------------
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
 
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]
     return (sum(values) - idle) / CLK_TCK, sum(values) / CLK_TCK
-
-
-def shared_pids() -> dict[str, int]:
-    """Kafka and Redis are shared with others on this machine: read-only CPU sampling."""
-    found: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"kafka.Kafka" in cmd and "kafka (shared)" not in found:
-            found["kafka (shared)"] = int(entry.name)
-        elif cmd.startswith(b"redis-server") or b"/redis-server" in cmd.split(b"\0")[0]:
-            found.setdefault("redis (shared)", int(entry.name))
-    return found
 
 
 class CpuMeter:

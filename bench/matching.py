@@ -15,12 +15,13 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from hdrh.histogram import HdrHistogram
@@ -30,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import city
 import postgis
-from common import RESULTS, log, machine
+from common import RESULTS, cpu_seconds, log, machine, shared_pids
 
+from leanon_matching import rebuild as rebuild_module
 from leanon_matching.convert import helper_from_json
 from leanon_matching.domain.assignment import Need, assign, gini, total_score
 from leanon_matching.domain.model import Helper, Interval, Request
@@ -188,23 +190,66 @@ async def rebuild_time(
                 log(f"  kafka: {i:,} produced")
     await asyncio.gather(*futures)
     await producer.stop()
-    redis = Redis.from_url(redis_url, protocol=2)
-    index = HelperIndex(redis, prefix + "rebuild.")
-    await index.clear()  # as ensure_index does: marks the build, so the clear below drops it
-    log("  rebuilding the index from the topic ...")
-    started = time.perf_counter()
-    records = await replay(index, bootstrap, topic)
-    seconds = time.perf_counter() - started
-    await index.clear()
-    await redis.aclose()
+    log("  rebuilding the index from the topic, in a fresh process as matching would ...")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--rebuild-from",
+        topic,
+        "--rebuild-prefix",
+        prefix + "rebuild.",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"the rebuild process failed ({child.returncode})")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.delete_topics([topic])
     await admin.close()
+    return cast(dict[str, Any], json.loads(out.decode().strip().splitlines()[-1]))
+
+
+async def redis_cpu_seconds(redis: Redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def rebuild_here(redis_url: str, bootstrap: str, topic: str, prefix: str) -> dict[str, Any]:
+    """The rebuild a matching instance runs on an empty Redis, timed, with CPU per process:
+    this one (fetching and sending), its planners, Redis and Kafka."""
+    redis = Redis.from_url(redis_url, protocol=2)
+    index = HelperIndex(redis, prefix)
+    await index.clear()  # as ensure_index does: marks the build, so the clear below drops it
+    kafka = shared_pids().get("kafka (shared)")
+    kafka_before = cpu_seconds(kafka) if kafka else None
+    redis_before = await redis_cpu_seconds(redis)
+    started = time.perf_counter()
+    records = await replay(index, bootstrap, topic)
+    seconds = time.perf_counter() - started
+    redis_cpu = await redis_cpu_seconds(redis) - redis_before
+    kafka_after = cpu_seconds(kafka) if kafka else None
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    planners = resource.getrusage(resource.RUSAGE_CHILDREN)  # joined when the rebuild ended
+    await index.clear()
+    await redis.aclose()
+
+    def per_helper(cpu_s: float | None) -> float | None:
+        return None if cpu_s is None else round(cpu_s / max(records, 1) * 1e6, 1)
+
     return {
         "helpers": records,
         "seconds": round(seconds, 1),
         "per_second": round(records / seconds),
+        "planners": rebuild_module.PLANNERS,
+        "cpu_us_per_helper": {
+            "fetch_and_send": per_helper(own.ru_utime + own.ru_stime),
+            "planners": per_helper(planners.ru_utime + planners.ru_stime),
+            "redis": per_helper(redis_cpu),
+            "kafka": per_helper(
+                None if kafka_before is None or kafka_after is None else kafka_after - kafka_before
+            ),
+        },
     }
 
 
@@ -308,7 +353,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="10k and 100k helpers, 500 requests")
     parser.add_argument("--no-rebuild", action="store_true")
+    parser.add_argument("--rebuild-from", help=argparse.SUPPRESS)  # the rebuild's own process
+    parser.add_argument("--rebuild-prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rebuild_from:
+        tune_gc()
+        redis_url = os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0")
+        bootstrap = os.environ.get("LEANON_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+        stats = asyncio.run(
+            rebuild_here(redis_url, bootstrap, args.rebuild_from, args.rebuild_prefix)
+        )
+        print(json.dumps(stats))
+        return
     if args.quick:
         args.sizes, args.requests = [10_000, 100_000], 500
     started = time.time()
