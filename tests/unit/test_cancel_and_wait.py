@@ -9,12 +9,14 @@ from leanon_shared.runtime import cancel_and_wait
 
 async def test_a_task_that_drops_a_cancellation_is_cancelled_again() -> None:
     dropped = 0
+    started = asyncio.Event()
 
     async def stubborn() -> None:
         nonlocal dropped
         while True:
             try:
-                await asyncio.sleep(3600)
+                started.set()
+                await asyncio.Event().wait()  # until cancelled
             except asyncio.CancelledError:
                 if dropped:
                     raise
@@ -22,8 +24,8 @@ async def test_a_task_that_drops_a_cancellation_is_cancelled_again() -> None:
                 task.uncancel()
 
     task = asyncio.create_task(stubborn())
-    await asyncio.sleep(0)  # let it start
     async with asyncio.timeout(5):
+        await started.wait()
         await cancel_and_wait(task, every_s=0.01)
     assert task.cancelled()
     assert dropped == 1
@@ -32,14 +34,18 @@ async def test_a_task_that_drops_a_cancellation_is_cancelled_again() -> None:
 async def test_a_task_that_fails_on_the_way_out_is_logged_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    started = asyncio.Event()
+
     async def failing() -> None:
         try:
-            await asyncio.sleep(3600)
+            started.set()
+            await asyncio.Event().wait()  # until cancelled
         finally:
             raise RuntimeError("boom")
 
     task = asyncio.create_task(failing(), name="failing")
-    await asyncio.sleep(0)
-    await cancel_and_wait(task)
+    async with asyncio.timeout(5):
+        await started.wait()
+        await cancel_and_wait(task)
     assert task.done() and isinstance(task.exception(), RuntimeError)
     assert "failing failed while stopping" in caplog.text

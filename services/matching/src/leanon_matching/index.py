@@ -403,7 +403,7 @@ LOAD_CHUNK = 20_000  # helpers per call: about a third of a second of Redis's ti
 
 @dataclass(slots=True)
 class BulkLoad:
-    """A batch of a rebuild, planned: updates that need apply, and per org _LOAD's arguments."""
+    """A batch of a rebuild, planned: updates that need apply, and _LOAD calls ready to send."""
 
     again: list[tuple[str, str, Helper | None]]
     fresh: list[bytes]  # _LOAD calls, one per org, encoded for the wire (RESP)
@@ -440,6 +440,17 @@ class Candidates(list[Candidate]):
         self.examined = len(self) + len(self.ruled_out) if examined is None else examined
 
 
+def profile_prefix(prefix: str, org: str) -> str:
+    """The prefix of an org's packed profiles (then the helper's id)."""
+    return f"{prefix}h:{org}:"
+
+
+def sets_prefix(prefix: str, org: str) -> str:
+    """The prefix of an org's sets; its skill sizes hash is this + "#", its counts per cell
+    set and level this + ">"."""
+    return f"{prefix}hz:{org}:"
+
+
 def tier_for(radius_km: float) -> Tier:
     return next(t for t in TIERS if radius_km <= t.max_radius_km)
 
@@ -462,19 +473,19 @@ class HelperIndex:
         return self._p
 
     def _profile_prefix(self, org: str) -> str:
-        return f"{self._p}h:{org}:"
+        return profile_prefix(self._p, org)
 
     def _sets(self, org: str) -> str:
         """The prefix of an org's sets, and of its counts per cell set and level (+ ">")."""
-        return f"{self._p}hz:{org}:"
+        return sets_prefix(self._p, org)
 
     def _skill_shard(self, org: str, skill: str, helper_id: str) -> str:
         """Org-wide sets are sharded so that each stays small enough for Redis's compact
         listpack encoding (five times smaller than a skiplist entry)."""
-        return f"{self._p}hz:{org}:{skill}:{_shard(helper_id)}"
+        return f"{sets_prefix(self._p, org)}{skill}:{_shard(helper_id)}"
 
     def _skill_counts(self, org: str) -> str:
-        return f"{self._p}hz:{org}:#"
+        return sets_prefix(self._p, org) + "#"
 
     @property
     def version_key(self) -> str:
@@ -734,8 +745,8 @@ class _OrgLoad:
     and member are encoded once, whatever the number of its skills."""
 
     def __init__(self, prefix: str, org: str) -> None:
-        self.profiles = f"{prefix}h:{org}:".encode()
-        self.sets = f"{prefix}hz:{org}:"
+        self.profiles = profile_prefix(prefix, org).encode()
+        self.sets = sets_prefix(prefix, org)
         self.mset: list[bytes] = []
         self.shards: dict[tuple[str, str], list[bytes]] = {}
         self.cells: dict[str, list[bytes]] = {}
