@@ -1215,15 +1215,29 @@ def main() -> None:
     parser.add_argument("--request-pool", type=int, default=20_000, help="distinct request bodies")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", action="store_true", help="keep this run's topics and Redis keys")
-    parser.add_argument("--quick", action="store_true", help="10k helpers, 3 s steps, 10 to 4000/s")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="10k helpers, 3 s steps, 10 to 4000/s (options given explicitly win)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy each service per step (in its run dir)"
     )
     parser.add_argument("--no-raw", action="store_true", help="skip the raw ceiling (profiling)")
     args = parser.parse_args()
-    if args.quick:
-        args.rates, args.seconds = [10, 20, 50, 100, 200, 500, 1000, 2000, 4000], 3
-        args.helpers, args.drain_s, args.index_limit_s, args.request_pool = [10_000], 6, 90, 10_000
+    if args.quick:  # shorter defaults; an option given on the command line still wins
+        quick = {
+            "rates": [10, 20, 50, 100, 200, 500, 1000, 2000, 4000],
+            "seconds": 3,
+            "helpers": [10_000],
+            "drain_s": 6,
+            "index_limit_s": 90,
+            "request_pool": 10_000,
+        }
+        given = {arg.split("=", 1)[0] for arg in sys.argv[1:]}
+        for name, value in quick.items():
+            if "--" + name.replace("_", "-") not in given:
+                setattr(args, name, value)
     args.bootstrap = os.environ.get("LEANON_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     args.redis_url = os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0")
     for url in (args.bootstrap, args.redis_url):
