@@ -48,7 +48,7 @@ class Server:
                 answer = self.answers[n - 1] if n <= len(self.answers) else NO_CONTENT
                 await asyncio.sleep(self.hold)
                 if answer == "silent":
-                    await asyncio.sleep(3600)
+                    await asyncio.Event().wait()  # never answers; the client gives up
                 if answer == "hang up":
                     return
                 assert isinstance(answer, bytes)
