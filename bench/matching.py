@@ -34,14 +34,17 @@ import postgis
 from common import RESULTS, cpu_seconds, log, machine, shared_pids
 
 from leanon_matching import rebuild as rebuild_module
+from leanon_matching.bulk import IndexBuilder, send, set_writes
 from leanon_matching.convert import helper_from_json
 from leanon_matching.domain.assignment import Need, assign, gini, total_score
 from leanon_matching.domain.model import Helper, Interval, Request
-from leanon_matching.index import LOAD_CHUNK, HelperIndex, plan_load
-from leanon_matching.rebuild import replay
+from leanon_matching.index import HelperIndex
+from leanon_matching.rebuild import LOAD_CHUNK, replay
 from leanon_matching.reservations import Reservations
 from leanon_matching.service import Matcher, MatchingConfig
 from leanon_shared.runtime import tune_gc
+
+BENCH = Path(__file__).resolve().parent
 
 
 def to_helper(raw: dict[str, Any]) -> Helper:
@@ -97,17 +100,23 @@ async def used_memory(redis: Redis) -> int:
 
 
 async def load_index(index: HelperIndex, raw_helpers: list[dict[str, Any]]) -> float:
-    """Fill the index the way a rebuild does (planned in this process; same keys as updates)."""
+    """Fill the index the way a rebuild does (built in this process; same keys as updates)."""
     started = time.perf_counter()
     await index.clear()  # marks the index as being built, so that the clear after the run looks
-    loaded: set[tuple[str, str]] = set()
+    builder = IndexBuilder(index.prefix)
     for i in range(0, len(raw_helpers), LOAD_CHUNK):
         chunk = raw_helpers[i : i + LOAD_CHUNK]
         changes = ((r["org"], r["id"], record(r)) for r in chunk)
-        await index.load(plan_load(changes, loaded, index.prefix))
+        await send(index.redis, builder.plan(changes, _unreadable))
         if i and i % 200_000 == 0:
-            log(f"  redis: {i:,} helpers indexed")
+            log(f"  redis: {i:,} profiles written")
+    log("  redis: writing the sets")
+    await send(index.redis, set_writes(index.prefix, builder.entries(1)))
     return time.perf_counter() - started
+
+
+def _unreadable(org: str, helper_id: str, exc: Exception) -> None:
+    raise ValueError(f"generated helper {org}/{helper_id} is unreadable: {exc!r}")
 
 
 def percentiles(h: HdrHistogram) -> dict[str, float]:
@@ -199,9 +208,12 @@ async def rebuild_time(
     log("  kafka: produced; waiting for the page cache to reach the disk (sync)")
     await asyncio.to_thread(os.sync)
     log("  rebuilding the index from the topic, in a fresh process as matching would ...")
+    # Started as "-c", so that its planner processes do not import this file (and scipy,
+    # psycopg, ...) as they start: `python -m leanon_matching`'s planners import no __main__.
     child = await asyncio.create_subprocess_exec(
         sys.executable,
-        __file__,
+        "-c",
+        f"import sys; sys.path.insert(0, {str(BENCH)!r}); import matching; matching.main()",
         "--rebuild-from",
         topic,
         "--rebuild-prefix",

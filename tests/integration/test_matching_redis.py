@@ -8,8 +8,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from leanon_matching.bulk import IndexBuilder, send, set_writes
 from leanon_matching.domain.model import Helper, Interval
-from leanon_matching.index import HelperIndex, plan_load
+from leanon_matching.index import HelperIndex
 from leanon_matching.rebuild import replay
 from leanon_matching.reservations import Reservations
 from leanon_matching.store import Timers
@@ -139,8 +140,9 @@ async def _dump(redis: Redis, prefix: str) -> dict[str, object]:
     async for key in redis.scan_iter(match=f"{prefix}h*", count=1000):
         kind = (await redis.type(key)).decode()
         name = key.decode()[len(prefix) :]
-        if kind == "zset":
+        if kind == "zset":  # backwards too: the search reads by descending rank
             out[name] = await redis.zrange(key, 0, -1, withscores=True)
+            assert await redis.zrange(key, 0, -1, desc=True, withscores=True) == out[name][::-1]
         elif kind == "hash":
             out[name] = await redis.hgetall(key)
         else:
@@ -161,9 +163,22 @@ def _counts_per_level(dump: dict[str, Any]) -> dict[bytes, bytes]:
     return out
 
 
-async def test_a_rebuilds_bulk_load_writes_the_same_index_as_updates(
+async def _dumps(redis: Redis, prefix: str) -> dict[str, tuple[bytes, bytes]]:
+    """Every sorted set under the prefix, without the prefix: its encoding and DUMP bytes."""
+    out = {}
+    async for key in redis.scan_iter(match=f"{prefix}hz*", count=1000, _type="zset"):
+        encoding = await redis.object("encoding", key)
+        out[key.decode()[len(prefix) :]] = (encoding, await redis.dump(key))
+    return out
+
+
+async def test_a_bulk_build_writes_the_index_updates_write_byte_for_byte(
     redis: Redis, prefix: str
 ) -> None:
+    """Profiles as the builder goes, then every set restored whole from the listpack it
+    encodes: the same keys, members, counts and sizes as the same records applied as updates,
+    and each set's DUMP the same bytes as the set ZADD built (ids that Redis stores as
+    integers of every width, a set past the listpack limit that Redis converts)."""
     window = Interval(NOW, NOW + timedelta(hours=3))
     first = [
         helper(id="a", skills={"first_aid": 3, "driving": 1}),
@@ -171,28 +186,71 @@ async def test_a_rebuilds_bulk_load_writes_the_same_index_as_updates(
         helper(id="remote", lat=None, lon=None),
         helper(id="gone", skills={"cooking": 2}),
         helper(id="a", skills={"driving": 4}, radius_km=30),  # a second version, same batch
+        *(
+            helper(id=i, lat=None, lon=None, skills={"cooking": 1 + n % 5})
+            for n, i in enumerate(
+                (
+                    "7",
+                    "0",
+                    "-12",
+                    "300",
+                    "-5000",
+                    "70000",
+                    "9000000",
+                    "3000000000",
+                    "-9223372036854775808",
+                    "007",
+                    "+5",
+                    "1e3",
+                )
+            )
+        ),
     ]
+    crowd = [helper(id=f"c{n:03}", skills={"sewing": 1 + n % 5}, lat=40.0) for n in range(600)]
+    long_ids = [helper(id=f"{n}" + "x" * 127, skills={"knitting": 2}, lat=41.0) for n in range(3)]
     second = [
         helper(id="b", skills={"plumbing": 5}, lat=52.5, lon=13.4, radius_km=8),
         helper(id="c", timezone="Europe/Berlin", weekly=(slot(4, "22:00", "02:00"),)),
+        helper(id="300", skills={"cooking": 2}, lat=None, lon=None),
     ]
     updates, bulk = HelperIndex(redis, prefix + "u."), HelperIndex(redis, prefix + "b.")
-    loaded: set[tuple[str, str]] = set()
-    for batch, removed in ((first, []), (second, ["gone", "never-there"])):
+    builder = IndexBuilder(bulk.prefix)
+    for batch, removed in ((first + crowd + long_ids, []), (second, ["gone", "never-there"])):
         await updates.apply([(h.org, h.id, h) for h in batch] + [("o", r, None) for r in removed])
         changes: list[tuple[str, str, dict[str, Any] | None]] = [
             (h.org, h.id, _record(h)) for h in batch
         ]
         changes += [("o", r, None) for r in removed]
-        await bulk.load(plan_load(changes, loaded, bulk.prefix))
+        await send(redis, builder.plan(changes, _unexpected))
+    parts = builder.entries(3)
+    sanitize = (await redis.config_get("sanitize-dump-payload"))["sanitize-dump-payload"]
+    await redis.config_set("sanitize-dump-payload", "yes")  # Redis checks every entry
+    try:
+        await send(redis, set_writes(bulk.prefix, [parts[0], parts[2]]))
+        await send(redis, set_writes(bulk.prefix, [parts[1]]))
+    finally:
+        await redis.config_set("sanitize-dump-payload", sanitize)
     try:
         expected = await _dump(redis, prefix + "u.")
         assert "h:o:gone" not in expected and "h:o:b" in expected
         assert await _dump(redis, prefix + "b.") == expected
         assert _counts_per_level(expected) == expected["hz:o:>"]
+        # Members longer than 64 bytes (ids near their limit, with a location) make ZADD
+        # turn a set into a skiplist; a restored listpack keeps them, as compact.
+        dumps = await _dumps(redis, prefix + "u.")
+        assert {e for e, _ in dumps.values()} == {b"listpack", b"skiplist"}
+        restored = await _dumps(redis, prefix + "b.")
+        assert restored.keys() == dumps.keys()
+        for name, (encoding, dumped) in dumps.items():
+            if "knitting" not in name:
+                assert restored[name] == (encoding, dumped), name
     finally:
         await updates.clear()
         await bulk.clear()
+
+
+def _unexpected(org: str, helper_id: str, exc: Exception) -> None:
+    raise AssertionError(f"{org}/{helper_id} unreadable: {exc!r}")
 
 
 async def test_clear_drops_an_old_or_unfinished_index_and_skips_a_new_prefix(

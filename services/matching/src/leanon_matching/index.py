@@ -11,7 +11,6 @@ densest city and no request ever scans all helpers.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import zlib
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from typing import Any
 import h3
 from redis.asyncio import Redis
 
-from leanon_matching.convert import helper_from_json, pack_helper, pack_json, unpack_helper
+from leanon_matching.convert import pack_helper, unpack_helper
 from leanon_matching.domain.availability import local_span
 from leanon_matching.domain.eligibility import Check, Rejection
 from leanon_matching.domain.model import Helper, Request
@@ -347,67 +346,6 @@ return 1
 """
 APPLY_CHUNK = 10_000  # operations per call
 
-# A bulk load into an index that started empty: nothing to read back or clean up. The
-# planner (plan_load) groups a load's entries by key, so the script runs one command per key
-# and does no work per helper: parsing each helper's skills and building its keys in Lua had
-# cost Redis more than the writes themselves (30 us of Redis per helper, against 21).
-# ARGV: the org's skill-sizes hash, its counts hash (see _APPLY), then operations:
-#   m n key value ...            MSET of profiles
-#   z key n level member ...     ZADD to a cell set
-#   k key skill n level id ...   ZADD to an org-wide shard; the members it adds count
-#                                toward the skill's size
-#   c n field add ...            counts at or above each level, added (HMGET, then HSET)
-# Each carries at most LOAD_GROUP values: Lua's unpack takes at most ~8,000.
-_LOAD = """
-local sizes, counts = ARGV[1], ARGV[2]
-local added = {}
-local i, last = 3, #ARGV
-while i <= last do
-  local op = ARGV[i]
-  if op == 'z' then
-    local n = tonumber(ARGV[i + 2])
-    redis.call('ZADD', ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + n))
-    i = i + 3 + n
-  elseif op == 'k' then
-    local skill, n = ARGV[i + 2], tonumber(ARGV[i + 3])
-    local got = redis.call('ZADD', ARGV[i + 1], unpack(ARGV, i + 4, i + 3 + n))
-    added[skill] = (added[skill] or 0) + got
-    i = i + 4 + n
-  elseif op == 'm' then
-    local n = tonumber(ARGV[i + 1])
-    redis.call('MSET', unpack(ARGV, i + 2, i + 1 + n))
-    i = i + 2 + n
-  elseif op == 'c' then
-    local n = tonumber(ARGV[i + 1])
-    local fields = {}
-    for k = i + 2, i + 1 + n, 2 do fields[#fields + 1] = ARGV[k] end
-    local now = redis.call('HMGET', counts, unpack(fields))
-    local pairs_ = {}
-    for k = 1, #fields do
-      pairs_[#pairs_ + 1] = fields[k]
-      pairs_[#pairs_ + 1] = (tonumber(now[k]) or 0) + tonumber(ARGV[i + 2 * k + 1])
-    end
-    redis.call('HSET', counts, unpack(pairs_))
-    i = i + 2 + n
-  else
-    return redis.error_reply('unknown load operation ' .. tostring(op))
-  end
-end
-for skill, n in pairs(added) do redis.call('HINCRBY', sizes, skill, n) end
-return 1
-"""
-_LOAD_SHA = hashlib.sha1(_LOAD.encode()).hexdigest().encode()
-LOAD_GROUP = 4000  # values per operation of _LOAD
-LOAD_CHUNK = 20_000  # helpers per call: about a third of a second of Redis's time
-
-
-@dataclass(slots=True)
-class BulkLoad:
-    """A batch of a rebuild, planned: updates that need apply, and _LOAD calls ready to send."""
-
-    again: list[tuple[str, str, Helper | None]]
-    fresh: list[bytes]  # _LOAD calls, one per org, encoded for the wire (RESP)
-
 
 @dataclass(frozen=True, slots=True)
 class LoadQuery:
@@ -472,6 +410,10 @@ class HelperIndex:
     def prefix(self) -> str:
         return self._p
 
+    @property
+    def redis(self) -> Redis:
+        return self._r
+
     def _profile_prefix(self, org: str) -> str:
         return profile_prefix(self._p, org)
 
@@ -482,7 +424,7 @@ class HelperIndex:
     def _skill_shard(self, org: str, skill: str, helper_id: str) -> str:
         """Org-wide sets are sharded so that each stays small enough for Redis's compact
         listpack encoding (five times smaller than a skiplist entry)."""
-        return f"{sets_prefix(self._p, org)}{skill}:{_shard(helper_id)}"
+        return f"{sets_prefix(self._p, org)}{skill}:{shard_name(helper_id)}"
 
     def _skill_counts(self, org: str) -> str:
         return sets_prefix(self._p, org) + "#"
@@ -547,22 +489,6 @@ class HelperIndex:
             await self._apply(
                 keys=[], args=[a for op in ops[start : start + APPLY_CHUNK] for a in op]
             )
-
-    async def load(self, bulk: BulkLoad) -> None:
-        """Write a planned bulk load (see plan_load)."""
-        if bulk.again:
-            await self.apply(bulk.again)
-        if not bulk.fresh:
-            return
-        await self._r.script_load(_LOAD)  # the calls are encoded with its SHA
-        pool = self._r.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            for call in bulk.fresh:
-                await conn.send_packed_command(call)
-                await conn.read_response()  # raises the script's error, if any
-        finally:
-            await pool.release(conn)
 
     # -- reads -----------------------------------------------------------------------------
     def search_cells(self, request: Request) -> tuple[list[str], int, int]:
@@ -708,126 +634,6 @@ def _ruled_out(tally: list[bytes]) -> list[Check]:
     return out
 
 
-def plan_load(
-    changes: Iterable[tuple[str, str, dict[str, Any] | None]],
-    loaded: set[tuple[str, str]],
-    prefix: str,
-) -> BulkLoad:
-    """Plan helpers-topic records (as JSON; None for a removal) for an index under `prefix`
-    that this rebuild started from empty (`loaded` holds the helpers written so far, and
-    gains these). A helper written for the first time has no earlier sets to leave, so it goes
-    without a read-back, in _LOAD's grouped form, encoded ready to send; a second version of
-    one, or a removal, goes through apply. Planning is all the Python work, and needs no
-    connection, so a rebuild plans in another process while Redis writes the previous load."""
-    latest: dict[tuple[str, str], dict[str, Any] | None] = {}
-    for org, helper_id, record in changes:
-        latest.pop((org, helper_id), None)
-        latest[(org, helper_id)] = record
-    again: list[tuple[str, str, Helper | None]] = []
-    orgs: dict[str, _OrgLoad] = {}
-    for (org, helper_id), record in latest.items():
-        if record is None or (org, helper_id) in loaded:
-            again.append((org, helper_id, None if record is None else helper_from_json(record)))
-            if record is None:
-                loaded.discard((org, helper_id))
-            continue
-        load = orgs.get(org)
-        if load is None:
-            load = orgs[org] = _OrgLoad(prefix, org)
-        load.add(helper_id, record["profile"])  # first: an unreadable profile raises
-        loaded.add((org, helper_id))
-    return BulkLoad(again, [load.encoded() for load in orgs.values()])
-
-
-class _OrgLoad:
-    """One org's part of a bulk load, grouped by key as _LOAD takes it. Entries are kept
-    encoded for the wire (a level and a member, each as a RESP bulk string): a helper's id
-    and member are encoded once, whatever the number of its skills."""
-
-    def __init__(self, prefix: str, org: str) -> None:
-        self.profiles = profile_prefix(prefix, org).encode()
-        self.sets = sets_prefix(prefix, org)
-        self.mset: list[bytes] = []
-        self.shards: dict[tuple[str, str], list[bytes]] = {}
-        self.cells: dict[str, list[bytes]] = {}
-        self.levels: dict[str, list[int]] = {}
-
-    def add(self, helper_id: str, profile: dict[str, Any]) -> None:
-        packed = pack_json(profile)
-        skills = profile["skills"]
-        for level in skills.values():
-            if level not in _LEVEL_BULK:
-                raise ValueError(f"skill level {level!r} is not 1-5")
-        raw_id = helper_id.encode()
-        self.mset.append(_bulk(self.profiles + raw_id) + _bulk(packed))
-        shard = _shard_name(helper_id)
-        id_bulk = _bulk(raw_id)
-        for name, level in skills.items():
-            entry = _LEVEL_BULK[level] + id_bulk
-            group = self.shards.get((name, shard))
-            if group is None:
-                self.shards[(name, shard)] = [entry]
-            else:
-                group.append(entry)
-        if loc := profile.get("location"):
-            tier = tier_for(float(profile.get("radius_km", 10)))
-            cell = f"{tier.name}:{h3.latlng_to_cell(loc['lat'], loc['lon'], tier.resolution)}"
-            member = _bulk(raw_id + packed[2:12])  # in cell sets: radius, lat, lon
-            for name, level in skills.items():
-                key = f"{cell}:{name}"
-                entry = _LEVEL_BULK[level] + member
-                group = self.cells.get(key)
-                if group is None:
-                    self.cells[key] = [entry]
-                    at = self.levels[key] = [0] * 6
-                else:
-                    group.append(entry)
-                    at = self.levels[key]
-                at[level] += 1
-
-    def encoded(self) -> bytes:
-        """The _LOAD call, in Redis's wire protocol."""
-        sets = self.sets
-        out = [b"", _bulk(b"EVALSHA"), _bulk(_LOAD_SHA), _bulk(b"0")]
-        out += (_bulk(f"{sets}#".encode()), _bulk(f"{sets}>".encode()))
-        argc = 5
-
-        def group(head: tuple[bytes, ...], entries: list[bytes]) -> None:
-            """Entries of two values each, at most LOAD_GROUP values per operation."""
-            nonlocal argc
-            step = LOAD_GROUP // 2
-            for first in range(0, len(entries), step):
-                part = entries[first : first + step]
-                out.extend(map(_bulk, head))
-                out.append(_bulk(str(2 * len(part)).encode()))
-                out.extend(part)
-                argc += len(head) + 1 + 2 * len(part)
-
-        group((b"m",), self.mset)
-        for (name, shard), entries in self.shards.items():
-            group((b"k", f"{sets}{name}:{shard}".encode(), name.encode()), entries)
-        for key, entries in self.cells.items():
-            group((b"z", f"{sets}{key}".encode()), entries)
-        counts: list[bytes] = []
-        for key, at in self.levels.items():
-            n = 0
-            for level in range(5, 0, -1):
-                n += at[level]
-                if n:
-                    counts.append(_bulk(f"{key}>{level}".encode()) + _bulk(str(n).encode()))
-        group((b"c",), counts)
-        out[0] = b"*%d\r\n" % argc
-        return b"".join(out)
-
-
-def _bulk(value: bytes) -> bytes:
-    """One argument of a command in Redis's wire protocol."""
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-_LEVEL_BULK = {level: _bulk(str(level).encode()) for level in range(1, 6)}
-
-
 @lru_cache(maxsize=65_536)
 def _disk(tier: str, center: str) -> tuple[tuple[str, ...], ...]:
     """A cell's rings 0..RING as "tier:cell" names. Cached: requests from one neighbourhood
@@ -838,14 +644,11 @@ def _disk(tier: str, center: str) -> tuple[tuple[str, ...], ...]:
     )
 
 
-def _shard(helper_id: str) -> int:
-    return zlib.crc32(helper_id.encode()) % ORG_SHARDS
-
-
 _SHARD_NAMES = tuple(str(n) for n in range(ORG_SHARDS))
 
 
-def _shard_name(helper_id: str) -> str:
+def shard_name(helper_id: str) -> str:
+    """The org-wide shard a helper is filed in, of ORG_SHARDS."""
     return _SHARD_NAMES[zlib.crc32(helper_id.encode()) % ORG_SHARDS]
 
 

@@ -11,25 +11,27 @@ import asyncio
 import contextlib
 import gc
 import logging
-import struct
+import pickle
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
 
 from leanon_matching import metrics
-from leanon_matching.index import LOAD_CHUNK, BulkLoad, HelperIndex, plan_load
+from leanon_matching.bulk import Commands, Entries, IndexBuilder, send, set_writes
+from leanon_matching.index import HelperIndex
 from leanon_shared.replay import replay as replay_topic
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 60
+LOAD_CHUNK = 20_000  # records per planner hand-off
 PLANNERS = 2  # processes; with Redis and this one, they keep two cores busy
 WAIT_FOR_OTHER_S = 1800
 
@@ -74,22 +76,22 @@ async def ensure_index(
 
 
 async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: object = None) -> int:
-    """Apply every record of the topic up to its end at the time of the call.
+    """Write every helper of the topic, as of its end at the time of the call, into an index
+    under `index.prefix` that holds nothing yet (see bulk.py).
 
-    The stages run at once: this process fetches records and sends loads to Redis, PLANNERS
-    planner processes decode, pack and group them (the costliest step in Python: JSON,
-    packing, H3 cells, encoding), and Redis writes the previous load. Records are gathered
-    into loads of LOAD_CHUNK helpers (a fetch brings a few thousand per partition).
-
-    Each planner takes the records of its own partitions. A helper's records all sit in one
-    partition, so one planner sees all of them, in order, and knows whether a helper is new
-    to this rebuild; its loads reach Redis in the order it made them, so a helper's second
-    version always lands after its first.
+    The stages run at once: this process fetches records and sends writes to Redis, PLANNERS
+    planner processes decode and pack them (the costliest step in Python: JSON, packing, H3
+    cells) and keep the latest version of each helper, and Redis writes the previous batch of
+    profiles. Each planner takes the records of its own partitions: a helper's records all
+    sit in one partition, so one planner sees all of them, in order, and its profile writes
+    reach Redis in the order it made them. At the end the planners swap the sets' entries, so
+    that each encodes half of the sets, and Redis restores them.
     """
     loop = asyncio.get_running_loop()
     pending: list[list[RawRecord]] = [[] for _ in range(PLANNERS)]
-    planning: list[asyncio.Future[tuple[BulkLoad, int]]] = []
+    planning: list[asyncio.Future[tuple[Commands, int]]] = []
     writing: list[asyncio.Task[None]] = []
+    redis = index.redis
     with contextlib.ExitStack() as stack:
         planners = [
             stack.enter_context(
@@ -98,20 +100,23 @@ async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: obje
             for _ in range(PLANNERS)
         ]
 
+        def run(n: int, call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+            return loop.run_in_executor(planners[n], call, *args)
+
         async def hand_off(n: int) -> None:
             records = pending[n]
             pending[n] = []
-            planning.append(loop.run_in_executor(planners[n], _plan, records, index.prefix))
+            planning.append(run(n, _plan, records, index.prefix))
             if len(planning) > PLANNERS:
                 await write(planning.pop(0))
 
-        async def write(planned: asyncio.Future[tuple[BulkLoad, int]]) -> None:
-            bulk, unreadable = await planned
+        async def write(planned: asyncio.Future[tuple[Commands, int]]) -> None:
+            commands, unreadable = await planned
             if unreadable:
                 metrics.INDEX_UPDATES.labels("unreadable").inc(unreadable)
             if writing:
                 await writing.pop()
-            writing.append(asyncio.create_task(index.load(bulk)))
+            writing.append(asyncio.create_task(send(redis, commands)))
 
         async def apply(batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
             if not batch:
@@ -136,49 +141,70 @@ async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: obje
                 await write(planning.pop(0))
             if writing:
                 await writing.pop()
+            log.warning("index rebuild: %d records replayed; writing the sets", records)
+            theirs = await asyncio.gather(*(run(n, _swap_out, n) for n in range(PLANNERS)))
+            for commands in await asyncio.gather(
+                *(
+                    run(n, _set_writes, index.prefix, [t[n] for t in theirs])
+                    for n in range(PLANNERS)
+                )
+            ):
+                await send(redis, commands)
             return records
         finally:
             for task in writing:
                 task.cancel()
 
 
+T = TypeVar("T")
 RawRecord = tuple[bytes | None, bytes | None, int, int]  # key, value, partition, offset
-_loaded: set[tuple[str, str]] = set()  # the planner's: helpers planned so far in this rebuild
+_builder: IndexBuilder | None = None  # the planner's
+_own: Entries = {}  # the planner's share of the sets' entries, while it waits for the others'
 
 
 def _start_planner() -> None:
     # Packing makes many short-lived objects; the default thresholds collect every 700.
     gc.set_threshold(50_000, 50, 100)
-    _loaded.clear()
 
 
-def _plan(records: list[RawRecord], prefix: str) -> tuple[BulkLoad, int]:
-    """In the planner process: a load planned from raw records, and how many were unreadable
-    (logged, and skipped as the index handler skips them)."""
+def _plan(records: list[RawRecord], prefix: str) -> tuple[Commands, int]:
+    """In the planner process: the profile writes of raw records, and how many were
+    unreadable (logged, and skipped as the index handler skips them: the helper's previous
+    version stands)."""
+    global _builder
+    if _builder is None:
+        _builder = IndexBuilder(prefix)
     changes: list[tuple[str, str, dict[str, Any] | None]] = []
     unreadable = 0
+
+    def skip(where: str, exc: Exception) -> None:
+        nonlocal unreadable
+        unreadable += 1
+        log.error("skipping unreadable helper record %s: %r", where, exc)
+
     for key, value, partition, offset in records:
         org, _, helper_id = (key or b"").decode("utf-8", "replace").partition("/")
         try:
             changes.append((org, helper_id, None if value is None else orjson.loads(value)))
-            continue
-        except orjson.JSONDecodeError:
-            pass
-        unreadable += 1
-        log.error("skipping unreadable helper record at %s/%s", partition, offset)
-    try:
-        return plan_load(changes, _loaded, prefix), unreadable
-    except (KeyError, TypeError, ValueError, struct.error):
-        pass
-    # An unreadable profile among them: find it on its own, then plan the rest once more
-    # (those the failed attempt counted as loaded go through apply, only slower).
-    readable = []
-    for change in changes:
-        try:
-            plan_load([change], set(), prefix)
-        except (KeyError, TypeError, ValueError, struct.error) as exc:
-            unreadable += 1
-            log.error("skipping unreadable helper record %s/%s: %r", change[0], change[1], exc)
-            continue
-        readable.append(change)
-    return plan_load(readable, _loaded, prefix), unreadable
+        except orjson.JSONDecodeError as exc:
+            skip(f"at {partition}/{offset}", exc)
+    return _builder.plan(
+        changes, lambda org, helper_id, exc: skip(f"{org}/{helper_id}", exc)
+    ), unreadable
+
+
+def _swap_out(me: int) -> list[bytes]:
+    """In planner `me`, once every record is planned: the sets' entries for each other
+    planner, pickled here (the fetching process only hands the bytes on); its own share
+    stays here."""
+    global _own
+    if _builder is None:
+        return [b""] * PLANNERS
+    parts = _builder.entries(PLANNERS)
+    _own = parts[me]
+    return [b"" if n == me else pickle.dumps(part, protocol=5) for n, part in enumerate(parts)]
+
+
+def _set_writes(prefix: str, theirs: list[bytes]) -> Commands:
+    """In a planner: the writes of its share of the sets, its entries and the others'."""
+    return set_writes(prefix, [_own, *(pickle.loads(part) for part in theirs if part)])
