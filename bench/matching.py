@@ -175,7 +175,7 @@ async def rebuild_time(
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    topic = f"{prefix}helpers"
+    topic = f"bench{os.getpid()}.{len(raw_helpers)}.helpers"  # new, whatever ran before
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(topic, 6, 1, topic_configs={"cleanup.policy": "compact"})])
@@ -237,7 +237,7 @@ async def redis_cpu_seconds(redis: Redis) -> float:
 
 async def rebuild_here(redis_url: str, bootstrap: str, topic: str, prefix: str) -> dict[str, Any]:
     """The rebuild a matching instance runs on an empty Redis, timed, with CPU per process:
-    this one (fetching and sending), its planners, Redis and Kafka."""
+    this one (sending to Redis), its planners (reading Kafka, planning), Redis and Kafka."""
     redis = Redis.from_url(redis_url, protocol=2)
     index = HelperIndex(redis, prefix)
     await index.clear()  # as ensure_index does: marks the build, so the clear below drops it
@@ -262,8 +262,9 @@ async def rebuild_here(redis_url: str, bootstrap: str, topic: str, prefix: str) 
         "seconds": round(seconds, 1),
         "per_second": round(records / seconds),
         "planners": rebuild_module.PLANNERS,
+        "planner_peak_rss_mb": round(planners.ru_maxrss / 1024),  # the largest planner's
         "cpu_us_per_helper": {
-            "fetch_and_send": per_helper(own.ru_utime + own.ru_stime),
+            "send": per_helper(own.ru_utime + own.ru_stime),
             "planners": per_helper(planners.ru_utime + planners.ru_stime),
             "redis": per_helper(redis_cpu),
             "kafka": per_helper(
@@ -285,7 +286,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"{size:,} helpers: generating (seed {args.seed})")
         raw_helpers = city.make_helpers(size, args.seed)
         helpers = [to_helper(h) for h in raw_helpers]
-        prefix = f"bench{os.getpid()}.{size}."
+        # As long as the default prefix ("leanon."): key lengths, and so memory per helper,
+        # as a default deployment has them (the earlier "bench<pid>.<size>." added 25 B).
+        prefix = "lbench."
         index = HelperIndex(redis, prefix)
         before = await used_memory(redis)
         log(f"{size:,} helpers: loading the Redis index")

@@ -299,23 +299,13 @@ async def test_a_rebuild_skips_unreadable_records_and_keeps_the_rest(
 async def test_a_rebuild_from_many_partitions_and_loads_matches_the_updates(
     infra: Infra, redis: Redis, prefix: str, monkeypatch: Any
 ) -> None:
-    """Replayed through both planners in loads of seven, a record at a time: helpers that
-    change or go in a later load than their first version end up exactly as the same records
-    applied one by one."""
+    """Replayed by both planners in loads of at most seven records: helpers that change or
+    go in a later load than their first version end up exactly as the same records applied
+    one by one."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from leanon_matching import rebuild
 
-    fetched = rebuild.replay_topic
-
-    async def one_at_a_time(bootstrap: str, topic: str, apply: Any, progress: Any) -> int:
-        async def each(batch: Any) -> None:
-            for record in batch:
-                await apply([record])
-
-        return await fetched(bootstrap, topic, each, progress)
-
-    monkeypatch.setattr(rebuild, "replay_topic", one_at_a_time)
     monkeypatch.setattr(rebuild, "LOAD_CHUNK", 7)
     topic = f"{prefix}helpers"
     admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)

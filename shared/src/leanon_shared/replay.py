@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -30,38 +30,75 @@ async def replay(
     on_progress: Callable[[int], Awaitable[None]] | None = None,
 ) -> int:
     """Apply every record of the topic, partition by partition in order; returns the count."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        partitions = await partitions_of(bootstrap, topic)
-        if not partitions:
-            return 0
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        todo = {tp for tp in partitions if end[tp] > 0}
-        records, last_report = 0, time.monotonic()
-        while todo:
-            batches = await consumer.getmany(*todo, timeout_ms=1000, max_records=10_000)
-            for tp, batch in batches.items():
-                batch = [r for r in batch if r.offset < end[tp]]
+    records, last_report = 0, time.monotonic()
+    async with TopicReader(bootstrap, topic) as reader:
+        while not reader.done:
+            for batch in await reader.read():
                 await apply(batch)
                 records += len(batch)
-                if await consumer.position(tp) >= end[tp]:
-                    todo.discard(tp)
             if on_progress is not None and time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
                 await on_progress(records)
-        return records
-    finally:
-        await consumer.stop()
+    return records
+
+
+class TopicReader:
+    """Reads a topic's partitions (all, or those given) from their start up to their end
+    offsets as of entering; done once every partition has been read that far."""
+
+    def __init__(
+        self, bootstrap: str, topic: str, partitions: Collection[int] | None = None
+    ) -> None:
+        self._bootstrap, self._topic, self._only = bootstrap, topic, partitions
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        self._end: dict[TopicPartition, int] = {}
+        self._todo: set[TopicPartition] = set()
+
+    async def __aenter__(self) -> TopicReader:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        try:
+            partitions = await partitions_of(self._bootstrap, self._topic)
+            if self._only is not None:
+                partitions = [tp for tp in partitions if tp.partition in self._only]
+            if partitions:
+                self._consumer.assign(partitions)
+                await self._consumer.seek_to_beginning(*partitions)
+                self._end = await self._consumer.end_offsets(partitions)
+                self._todo = {tp for tp in partitions if self._end[tp] > 0}
+        except BaseException:
+            await self._consumer.stop()
+            raise
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    @property
+    def done(self) -> bool:
+        return not self._todo
+
+    async def read(self, max_records: int = 10_000) -> list[Sequence[ConsumerRecord[bytes, bytes]]]:
+        """The next records, one batch per partition (none, when a second passes without)."""
+        got = await self._consumer.getmany(*self._todo, timeout_ms=1000, max_records=max_records)
+        out: list[Sequence[ConsumerRecord[bytes, bytes]]] = []
+        for tp, batch in got.items():
+            out.append([r for r in batch if r.offset < self._end[tp]])
+            if await self._consumer.position(tp) >= self._end[tp]:
+                self._todo.discard(tp)
+        return out
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import pickle
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, TypeVar
@@ -27,12 +29,12 @@ from redis.asyncio import Redis
 from leanon_matching import metrics
 from leanon_matching.bulk import Commands, Entries, IndexBuilder, send, set_writes
 from leanon_matching.index import HelperIndex
-from leanon_shared.replay import replay as replay_topic
+from leanon_shared.replay import TopicReader, partitions_of
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 60
-LOAD_CHUNK = 20_000  # records per planner hand-off
-PLANNERS = 2  # processes; with Redis and this one, they keep two cores busy
+LOAD_CHUNK = 20_000  # records per load a planner hands over
+PLANNERS = 2  # processes: one per core
 WAIT_FOR_OTHER_S = 1800
 
 
@@ -79,101 +81,138 @@ async def replay(index: HelperIndex, bootstrap: str, topic: str, keep_lock: obje
     """Write every helper of the topic, as of its end at the time of the call, into an index
     under `index.prefix` that holds nothing yet (see bulk.py).
 
-    The stages run at once: this process fetches records and sends writes to Redis, PLANNERS
-    planner processes decode and pack them (the costliest step in Python: JSON, packing, H3
-    cells) and keep the latest version of each helper, and Redis writes the previous batch of
-    profiles. Each planner takes the records of its own partitions: a helper's records all
-    sit in one partition, so one planner sees all of them, in order, and its profile writes
-    reach Redis in the order it made them. At the end the planners swap the sets' entries, so
-    that each encodes half of the sets, and Redis restores them.
+    PLANNERS planner processes share the topic's partitions. Each reads its own from Kafka,
+    decodes and packs the records (the costliest step: JSON, packing, H3 cells), keeps the
+    latest version of each helper, and hands this process the profile writes of each load,
+    which it sends to Redis while the planner reads the next. A helper's records all sit in
+    one partition, so one planner sees all of them, in order, and its writes reach Redis in
+    the order it made them. At the end the planners swap the sets' entries, so that each
+    encodes a share of the sets, and Redis restores them.
     """
     loop = asyncio.get_running_loop()
-    pending: list[list[RawRecord]] = [[] for _ in range(PLANNERS)]
-    planning: list[asyncio.Future[tuple[Commands, int]]] = []
-    writing: list[asyncio.Task[None]] = []
     redis = index.redis
+    numbers = [tp.partition for tp in await partitions_of(bootstrap, topic)]
+    records = unreadable = 0
+    last_report = time.monotonic()
     with contextlib.ExitStack() as stack:
         planners = [
             stack.enter_context(
-                ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_start_planner)
+                ProcessPoolExecutor(
+                    1,
+                    mp_context=get_context("spawn"),
+                    initializer=_start_planner,
+                    initargs=(
+                        bootstrap,
+                        topic,
+                        [p for p in numbers if p % PLANNERS == n],
+                        index.prefix,
+                        LOAD_CHUNK,
+                    ),
+                )
             )
-            for _ in range(PLANNERS)
+            for n in range(PLANNERS)
         ]
 
         def run(n: int, call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
             return loop.run_in_executor(planners[n], call, *args)
 
-        async def hand_off(n: int) -> None:
-            records = pending[n]
-            pending[n] = []
-            planning.append(run(n, _plan, records, index.prefix))
-            if len(planning) > PLANNERS:
-                await write(planning.pop(0))
+        async def pump(n: int) -> None:
+            """Planner n's loads into Redis, in order, one ahead."""
+            nonlocal records, unreadable, last_report
+            planned = run(n, _next_load)
+            while True:
+                load = await planned
+                if not load.done:
+                    planned = run(n, _next_load)
+                await send(redis, load.commands)
+                records += load.records
+                unreadable += load.unreadable
+                metrics.REBUILD_HELPERS.inc(load.records)
+                if time.monotonic() - last_report > 5:
+                    last_report = time.monotonic()
+                    log.warning("index rebuild: %d records replayed", records)
+                    if callable(keep_lock):
+                        await keep_lock()
+                if load.done:
+                    return
 
-        async def write(planned: asyncio.Future[tuple[Commands, int]]) -> None:
-            commands, unreadable = await planned
-            if unreadable:
-                metrics.INDEX_UPDATES.labels("unreadable").inc(unreadable)
-            if writing:
-                await writing.pop()
-            writing.append(asyncio.create_task(send(redis, commands)))
-
-        async def apply(batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-            if not batch:
-                return
-            n = batch[0].partition % PLANNERS  # a batch is one partition's
-            pending[n].extend((r.key, r.value, r.partition, r.offset) for r in batch)
-            metrics.REBUILD_HELPERS.inc(len(batch))
-            if len(pending[n]) >= LOAD_CHUNK:
-                await hand_off(n)
-
-        async def progress(records: int) -> None:
-            log.warning("index rebuild: %d records replayed", records)
-            if callable(keep_lock):
-                await keep_lock()
-
-        try:
-            records = await replay_topic(bootstrap, topic, apply, progress)
-            for n in range(PLANNERS):
-                if pending[n]:
-                    await hand_off(n)
-            while planning:
-                await write(planning.pop(0))
-            if writing:
-                await writing.pop()
-            log.warning("index rebuild: %d records replayed; writing the sets", records)
-            theirs = await asyncio.gather(*(run(n, _swap_out, n) for n in range(PLANNERS)))
-            for commands in await asyncio.gather(
-                *(
-                    run(n, _set_writes, index.prefix, [t[n] for t in theirs])
-                    for n in range(PLANNERS)
-                )
-            ):
-                await send(redis, commands)
-            return records
-        finally:
-            for task in writing:
-                task.cancel()
+        await asyncio.gather(*(pump(n) for n in range(PLANNERS)))
+        if unreadable:
+            metrics.INDEX_UPDATES.labels("unreadable").inc(unreadable)
+        log.warning("index rebuild: %d records replayed; writing the sets", records)
+        theirs = await asyncio.gather(*(run(n, _swap_out, n) for n in range(PLANNERS)))
+        for commands in await asyncio.gather(
+            *(run(n, _set_writes, [t[n] for t in theirs]) for n in range(PLANNERS))
+        ):
+            await send(redis, commands)
+        for ended in [run(n, _leave) for n in range(PLANNERS)]:
+            with contextlib.suppress(BrokenProcessPool):
+                await ended
+        return records
 
 
 T = TypeVar("T")
-RawRecord = tuple[bytes | None, bytes | None, int, int]  # key, value, partition, offset
-_builder: IndexBuilder | None = None  # the planner's
-_own: Entries = {}  # the planner's share of the sets' entries, while it waits for the others'
 
 
-def _start_planner() -> None:
+@dataclass(frozen=True, slots=True)
+class _Load:
+    commands: Commands  # the profile writes
+    records: int
+    unreadable: int
+    done: bool  # the planner's last
+
+
+class _Planner:
+    """A planner process's state: its partitions' reader, on its own event loop, and the
+    index it builds."""
+
+    def __init__(
+        self, bootstrap: str, topic: str, partitions: list[int], prefix: str, chunk: int
+    ) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.source = (bootstrap, topic, partitions)
+        self.reader: TopicReader | None = None  # made on the loop, as aiokafka requires
+        self.builder = IndexBuilder(prefix)
+        self.chunk = chunk
+        self.own: Entries = {}  # its share of the sets' entries, while it waits for the others'
+
+    async def next_load(self) -> _Load:
+        if self.reader is None:
+            self.reader = TopicReader(*self.source)
+            await self.reader.start()
+        reader = self.reader
+        raw: list[ConsumerRecord[bytes, bytes]] = []
+        while not reader.done and len(raw) < self.chunk:
+            for batch in await reader.read(self.chunk - len(raw)):
+                raw += batch
+        commands, unreadable = _plan(self.builder, raw)
+        if reader.done:
+            await reader.stop()
+        return _Load(commands, len(raw), unreadable, reader.done)
+
+
+_planner: _Planner | None = None
+
+
+def _start_planner(
+    bootstrap: str, topic: str, partitions: list[int], prefix: str, chunk: int
+) -> None:
+    global _planner
     # Packing makes many short-lived objects; the default thresholds collect every 700.
     gc.set_threshold(50_000, 50, 100)
+    _planner = _Planner(bootstrap, topic, partitions, prefix, chunk)
 
 
-def _plan(records: list[RawRecord], prefix: str) -> tuple[Commands, int]:
-    """In the planner process: the profile writes of raw records, and how many were
-    unreadable (logged, and skipped as the index handler skips them: the helper's previous
-    version stands)."""
-    global _builder
-    if _builder is None:
-        _builder = IndexBuilder(prefix)
+def _next_load() -> _Load:
+    assert _planner is not None
+    return _planner.loop.run_until_complete(_planner.next_load())
+
+
+def _plan(
+    builder: IndexBuilder, records: list[ConsumerRecord[bytes, bytes]]
+) -> tuple[Commands, int]:
+    """The profile writes of raw records, and how many were unreadable (logged, and skipped
+    as the index handler skips them: the helper's previous version stands)."""
     changes: list[tuple[str, str, dict[str, Any] | None]] = []
     unreadable = 0
 
@@ -182,29 +221,34 @@ def _plan(records: list[RawRecord], prefix: str) -> tuple[Commands, int]:
         unreadable += 1
         log.error("skipping unreadable helper record %s: %r", where, exc)
 
-    for key, value, partition, offset in records:
-        org, _, helper_id = (key or b"").decode("utf-8", "replace").partition("/")
+    for r in records:
+        org, _, helper_id = (r.key or b"").decode("utf-8", "replace").partition("/")
         try:
-            changes.append((org, helper_id, None if value is None else orjson.loads(value)))
+            changes.append((org, helper_id, None if r.value is None else orjson.loads(r.value)))
         except orjson.JSONDecodeError as exc:
-            skip(f"at {partition}/{offset}", exc)
-    return _builder.plan(
-        changes, lambda org, helper_id, exc: skip(f"{org}/{helper_id}", exc)
-    ), unreadable
+            skip(f"at {r.partition}/{r.offset}", exc)
+    commands = builder.plan(changes, lambda org, helper_id, exc: skip(f"{org}/{helper_id}", exc))
+    return commands, unreadable
 
 
 def _swap_out(me: int) -> list[bytes]:
     """In planner `me`, once every record is planned: the sets' entries for each other
     planner, pickled here (the fetching process only hands the bytes on); its own share
     stays here."""
-    global _own
-    if _builder is None:
-        return [b""] * PLANNERS
-    parts = _builder.entries(PLANNERS)
-    _own = parts[me]
+    assert _planner is not None
+    parts = _planner.builder.entries(PLANNERS)
+    _planner.own = parts[me]
     return [b"" if n == me else pickle.dumps(part, protocol=5) for n, part in enumerate(parts)]
 
 
-def _set_writes(prefix: str, theirs: list[bytes]) -> Commands:
+def _set_writes(theirs: list[bytes]) -> Commands:
     """In a planner: the writes of its share of the sets, its entries and the others'."""
-    return set_writes(prefix, [_own, *(pickle.loads(part) for part in theirs if part)])
+    assert _planner is not None
+    parts = [_planner.own, *(pickle.loads(part) for part in theirs if part)]
+    return set_writes(_planner.builder.prefix, parts)
+
+
+def _leave() -> None:
+    """Ends the planner at once: tearing down its million objects one by one on the way out
+    took seconds, and the memory goes back to the system either way."""
+    os._exit(0)
