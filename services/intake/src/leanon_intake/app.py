@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from leanon_intake import asyncapi
-from leanon_intake.handlers import IntakeEvents, StatusProjection
+from leanon_intake.handlers import IntakeEvents, StatusProjection, SubmissionReplay
 from leanon_intake.http import BodyLimit, build_router, install_error_handlers
 from leanon_intake.ratelimit import RateLimiter
 from leanon_intake.readmodel import HelperProfiles, RequestStatuses, SeenEvents
@@ -59,9 +59,17 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ensure_topics(settings, topics)
-        # The status read model is derived from {prefix}events: rebuilt if Redis lost it.
+        # The status read model is derived from {prefix}events: rebuilt if Redis lost it,
+        # with the submissions' fingerprints from {prefix}requests.
         await ensure_replayed(
             redis, statuses.marker_key, settings.kafka_bootstrap, topics.events, projection
+        )
+        await ensure_replayed(
+            redis,
+            statuses.fingerprints_marker_key,
+            settings.kafka_bootstrap,
+            topics.requests,
+            SubmissionReplay(statuses),
         )
         await bus.start()
         await broker.start()

@@ -228,12 +228,26 @@ class StatusProjection:
         self.statuses = statuses
 
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        events = []
-        for record in records:
-            try:
-                events.append(cloudevents.decode(record.value, record.headers))
-            except cloudevents.InvalidEvent as exc:
-                log.error(
-                    "unreadable event at %s/%s: %s", record.partition, record.offset, exc.code
-                )
-        await self.statuses.apply(events)
+        await self.statuses.apply(_readable(records))
+
+
+class SubmissionReplay:
+    """Puts back, when Redis lost the statuses, what only {prefix}requests holds: each
+    accepted submission's fingerprint (see RequestStatuses.remember_submissions)."""
+
+    def __init__(self, statuses: RequestStatuses) -> None:
+        self.statuses = statuses
+
+    async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        await self.statuses.remember_submissions(_readable(records))
+
+
+def _readable(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[cloudevents.CloudEvent]:
+    """The records' CloudEvents; one that cannot be read is logged and left out."""
+    events = []
+    for record in records:
+        try:
+            events.append(cloudevents.decode(record.value, record.headers))
+        except cloudevents.InvalidEvent as exc:
+            log.error("unreadable event at %s/%s: %s", record.partition, record.offset, exc.code)
+    return events

@@ -108,6 +108,7 @@ class RequestStatuses:
         self._r = redis
         self._p = prefix
         self.marker_key = f"{prefix}status:replayed"
+        self.fingerprints_marker_key = f"{prefix}status:fingerprints-replayed"
 
     def _key(self, org: str, request_id: str) -> str:
         return f"{self._p}status:{org}:{request_id}"
@@ -168,6 +169,39 @@ class RequestStatuses:
                 pipe.set(self._key(org, request_id), orjson.dumps(status), ex=STATUS_TTL_S)
             await pipe.execute()
         return len(stored)
+
+    async def remember_submissions(self, commands: list[CloudEvent]) -> int:
+        """Put back, from request.submitted commands, the fingerprints of statuses rebuilt
+        from events (which never carry them); a request no event has reached yet comes back
+        as pending. Returns how many statuses changed."""
+        submitted: dict[tuple[str, str], dict[str, Any]] = {}
+        for command in commands:
+            data = command.data if isinstance(command.data, dict) else {}
+            org, request_id = command.ext(ev.ORG_EXTENSION), data.get("request_id")
+            if command.type == ev.REQUEST_SUBMITTED and org and request_id:
+                submitted.setdefault((org, str(request_id)), data)  # the first one counts
+        if not submitted:
+            return 0
+        keys = list(submitted)
+        changed: dict[tuple[str, str], dict[str, Any]] = {}
+        for (org, request_id), status in zip(keys, await self.get_many(keys), strict=True):
+            data = submitted[(org, request_id)]
+            if status is None:
+                request = data.get("request")
+                needed = request.get("helpers_needed", 1) if isinstance(request, dict) else 1
+                fingerprint = str(data.get("fingerprint", ""))
+                new = NewStatus(org, request_id, str(data.get("region", "")), needed, fingerprint)
+                pending = orjson.loads(self._pending(new)[1])
+                if not fingerprint:  # a command from before fingerprints went with it
+                    del pending["fingerprint"]
+                changed[(org, request_id)] = pending
+            elif "fingerprint" not in status and data.get("fingerprint"):
+                changed[(org, request_id)] = status | {"fingerprint": data["fingerprint"]}
+        async with self._r.pipeline(transaction=False) as pipe:
+            for (org, request_id), status in changed.items():
+                pipe.set(self._key(org, request_id), orjson.dumps(status), ex=STATUS_TTL_S)
+            await pipe.execute()
+        return len(changed)
 
     @staticmethod
     def _target(event: CloudEvent) -> tuple[str, str] | None:

@@ -153,7 +153,15 @@ class Intake:
             type=ev.REQUEST_SUBMITTED,
             source=ev.SOURCE_INTAKE,
             subject=request_id,
-            data={"request_id": request_id, "region": region, "request": body},
+            # The fingerprint goes with the command (an internal topic that carries the whole
+            # submission anyway) so that a status rebuilt after Redis lost it still tells a
+            # retry from another request reusing the id; never on {prefix}events.
+            data={
+                "request_id": request_id,
+                "region": region,
+                "request": body,
+                "fingerprint": fingerprint,
+            },
             extensions={ev.ORG_EXTENSION: org},
         )
         # Publish first: a crash before the status is written leaves a retry that publishes
