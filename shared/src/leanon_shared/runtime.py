@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from typing import Any
 
 import uvicorn
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,26 @@ async def redis_ready(redis: Redis) -> bool:
             return bool(await redis.ping())
     except Exception:
         return False
+
+
+async def wait_for_redis(redis: Redis, within_s: float, *, every_s: float = 0.5) -> None:
+    """Return once Redis answers, waiting while it is unreachable or still loading its
+    dataset (a restarted Redis with a large append-only file takes a while, and answers
+    every command with LOADING until then); raise TimeoutError after `within_s`."""
+    deadline = time.monotonic() + within_s
+    told = False
+    while True:
+        try:
+            async with asyncio.timeout(max(every_s, 2)):
+                await redis.ping()
+            return
+        except (RedisConnectionError, TimeoutError) as exc:  # BusyLoadingError is one
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"Redis was not ready within {within_s:g}s: {exc}") from exc
+            if not told:
+                log.warning("waiting for Redis: %s", exc)
+                told = True
+        await asyncio.sleep(every_s)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any], *, every_s: float = 0.1) -> None:

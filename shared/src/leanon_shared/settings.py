@@ -19,6 +19,9 @@ class LeanOnSettings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # How long a starting service waits for Redis (unreachable, or loading its dataset
+    # after a restart) before it gives up.
+    redis_wait_s: float = Field(default=300, ge=0)
     topic_prefix: str = "leanon."
     topic_partitions: int = Field(default=6, ge=1, le=1024)
     log_level: str = "INFO"

@@ -20,7 +20,7 @@ from leanon_intake.ssrf import WebhookHosts
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
 from leanon_shared.replay import ensure_replayed
-from leanon_shared.runtime import redis_client, redis_ready
+from leanon_shared.runtime import redis_client, redis_ready, wait_for_redis
 from leanon_shared.telemetry import health_routes
 from leanon_shared.topics import Topics
 
@@ -58,6 +58,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await wait_for_redis(redis, settings.redis_wait_s)
         await ensure_topics(settings, topics)
         # The status read model is derived from {prefix}events: rebuilt if Redis lost it,
         # with the submissions' fingerprints from {prefix}requests.

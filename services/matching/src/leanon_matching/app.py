@@ -22,7 +22,7 @@ from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
-from leanon_shared.runtime import cancel_and_wait, redis_client, redis_ready
+from leanon_shared.runtime import cancel_and_wait, redis_client, redis_ready, wait_for_redis
 from leanon_shared.telemetry import health_routes
 from leanon_shared.topics import Topics
 
@@ -92,6 +92,7 @@ def create_app(settings: MatchingSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await wait_for_redis(redis, settings.redis_wait_s)
         await ensure_topics(settings, topics)
         await bus.start()
         # Requests wait until every helper is indexed: a rebuild happens before consuming.

@@ -21,7 +21,7 @@ from leanon_notification.smtp import EmailSender
 from leanon_notification.webhooks import WebhookSender
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
-from leanon_shared.runtime import redis_client, redis_ready
+from leanon_shared.runtime import redis_client, redis_ready, wait_for_redis
 from leanon_shared.telemetry import health_routes
 from leanon_shared.topics import Topics
 
@@ -105,6 +105,7 @@ def create_app(settings: NotificationSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await wait_for_redis(redis, settings.redis_wait_s)
         extra: dict[str, tuple[int, dict[str, str]]] = {
             t: (settings.topic_partitions, {}) for t in retry_topics
         }
