@@ -43,7 +43,7 @@ async def test_it_gives_up_after_the_bound_with_the_reason() -> None:
     redis = LoadingRedis([BusyLoadingError("Redis is loading the dataset in memory")] * 10_000)
     with pytest.raises(TimeoutError, match=r"not ready within 0\.05s: Redis is loading"):
         await wait_for_redis(redis, within_s=0.05, every_s=0.001)  # type: ignore[arg-type]
-    assert 1 < redis.pings < 10_000
+    assert 2 <= redis.pings < 10_000  # it tried more than once, and stopped
 
 
 async def test_a_ready_redis_is_asked_once() -> None:
