@@ -124,7 +124,10 @@ class RequestStatuses:
         raws = await self._r.mget([self._key(org, request_id) for org, request_id in keys])
         return [orjson.loads(raw) if raw else None for raw in raws]
 
-    def _pending(self, new: NewStatus) -> tuple[str, bytes]:
+    @staticmethod
+    def _pending(new: NewStatus) -> dict[str, Any]:
+        """A new request's status; without a fingerprint when none is known (a command
+        published before commands carried one)."""
         body = {
             "id": new.request_id,
             "status": "pending",
@@ -135,11 +138,13 @@ class RequestStatuses:
             "region": new.region,
             "fingerprint": new.fingerprint,
         }
-        return self._key(new.org, new.request_id), orjson.dumps(body)
+        if not new.fingerprint:
+            del body["fingerprint"]
+        return body
 
     async def create(self, new: NewStatus) -> bool:
         """The first write wins: a repeated submission leaves the status alone."""
-        key, body = self._pending(new)
+        key, body = self._key(new.org, new.request_id), orjson.dumps(self._pending(new))
         return bool(await self._r.set(key, body, nx=True, ex=STATUS_TTL_S))
 
     async def create_many(self, news: list[NewStatus]) -> None:
@@ -148,8 +153,8 @@ class RequestStatuses:
             return
         async with self._r.pipeline(transaction=False) as pipe:
             for new in news:
-                key, body = self._pending(new)
-                pipe.set(key, body, nx=True, ex=STATUS_TTL_S)
+                key = self._key(new.org, new.request_id)
+                pipe.set(key, orjson.dumps(self._pending(new)), nx=True, ex=STATUS_TTL_S)
             await pipe.execute()
 
     async def apply(self, events: list[CloudEvent]) -> int:
@@ -191,10 +196,7 @@ class RequestStatuses:
                 needed = request.get("helpers_needed", 1) if isinstance(request, dict) else 1
                 fingerprint = str(data.get("fingerprint", ""))
                 new = NewStatus(org, request_id, str(data.get("region", "")), needed, fingerprint)
-                pending = orjson.loads(self._pending(new)[1])
-                if not fingerprint:  # a command from before fingerprints went with it
-                    del pending["fingerprint"]
-                changed[(org, request_id)] = pending
+                changed[(org, request_id)] = self._pending(new)
             elif "fingerprint" not in status and data.get("fingerprint"):
                 changed[(org, request_id)] = status | {"fingerprint": data["fingerprint"]}
         async with self._r.pipeline(transaction=False) as pipe:

@@ -9,8 +9,9 @@ the listpack Redis itself would have built, wraps it as a DUMP payload, and send
 which Redis copies in without looking at a member.
 
 The builder is plain data and needs no connection: a rebuild runs several of them in planner
-processes, each fed the partitions it owns (a helper's records all sit in one partition), then
-has them exchange the sets' entries so that each encodes a share of the keys (see rebuild.py).
+processes, each reading the partitions it owns (a helper's records all sit in one
+partition), then has them exchange the sets' entries so that each encodes a share of the
+keys (see rebuild.py).
 """
 
 from __future__ import annotations
@@ -65,9 +66,6 @@ class IndexBuilder:
             tuple[str, str], tuple[str, str, tuple[tuple[str, int], ...], bytes, bytes]
         ] = {}
         self._names: dict[Any, Any] = {}  # one object per distinct name or skill set
-
-    def __len__(self) -> int:
-        return len(self._filed)
 
     def plan(
         self,
@@ -323,8 +321,9 @@ class _Wire:
         self._parts: list[bytes] = []
         self._count = 0
 
-    def command(self, name: bytes, *args: bytes) -> None:
-        self._parts.append(b"*%d\r\n" % (1 + len(args)) + _bulk(name))
+    def command(self, name: bytes, *args: bytes, argc: int | None = None) -> None:
+        """One command; `argc` when an argument given here holds several (key and value)."""
+        self._parts.append(b"*%d\r\n" % (1 + (len(args) if argc is None else argc)) + _bulk(name))
         self._parts += args
         self._count += 1
 
@@ -334,10 +333,7 @@ class _Wire:
         """One command per WRITES_PER_COMMAND items (each of `values` arguments), after head."""
         for first in range(0, len(items), WRITES_PER_COMMAND):
             part = items[first : first + WRITES_PER_COMMAND]
-            self._parts.append(b"*%d\r\n" % (1 + len(head) + values * len(part)) + _bulk(name))
-            self._parts += head
-            self._parts += part
-            self._count += 1
+            self.command(name, *head, *part, argc=len(head) + values * len(part))
 
     def done(self) -> Commands:
         return Commands(b"".join(self._parts), self._count)

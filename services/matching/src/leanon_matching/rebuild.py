@@ -246,7 +246,7 @@ def _plan(
 
 def _swap_out(me: int) -> list[bytes]:
     """In planner `me`, once every record is planned: the sets' entries for each other
-    planner, pickled here (the fetching process only hands the bytes on); its own share
+    planner, pickled here (the matching process only hands the bytes on); its own share
     stays here."""
     assert _planner is not None
     parts = _planner.builder.entries(PLANNERS)
