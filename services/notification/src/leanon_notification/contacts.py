@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +34,17 @@ class Reach:
     timezone: str = "UTC"
 
 
+@dataclass(frozen=True, slots=True)
+class ContactChange:
+    """New details for one recipient; no contact erases them."""
+
+    org: str
+    role: Role
+    ident: str
+    contact: Contact | None
+    timezone: str = "UTC"
+
+
 class ContactBook:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._r = redis
@@ -44,13 +56,27 @@ class ContactBook:
     async def put(
         self, org: str, role: Role, ident: str, contact: Contact, timezone: str = "UTC"
     ) -> None:
-        ttl = REQUESTER_TTL_S if role == "requester" else None
-        value = orjson.dumps({"contact": contact.model_dump(exclude_none=True), "tz": timezone})
-        await self._r.set(self.key(org, role, ident), value, ex=ttl)
+        await self.write([ContactChange(org, role, ident, contact, timezone)])
 
     async def erase(self, org: str, role: Role, ident: str) -> None:
         """Forget the details, remembering only that there is nobody to tell."""
-        await self._r.set(self.key(org, role, ident), NO_CONTACT, ex=REQUESTER_TTL_S)
+        await self.write([ContactChange(org, role, ident, None)])
+
+    async def write(self, changes: Sequence[ContactChange]) -> None:
+        """Apply changes in order (the last for a recipient wins), in one round trip: a
+        consumer batch of contacts is one pipeline, not a command each."""
+        if not changes:
+            return
+        async with self._r.pipeline(transaction=False) as pipe:
+            for change in changes:
+                key = self.key(change.org, change.role, change.ident)
+                if change.contact is None:
+                    pipe.set(key, NO_CONTACT, ex=REQUESTER_TTL_S)
+                    continue
+                stored = {"contact": change.contact.model_dump(exclude_none=True)}
+                value = orjson.dumps(stored | {"tz": change.timezone})
+                pipe.set(key, value, ex=REQUESTER_TTL_S if change.role == "requester" else None)
+            await pipe.execute()
 
     async def get(self, org: str, role: Role, ident: str) -> Reach | Unknown | None:
         return self.parse(await self._r.get(self.key(org, role, ident)))

@@ -10,7 +10,7 @@ from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
 from leanon_notification import metrics
-from leanon_notification.contacts import ContactBook
+from leanon_notification.contacts import ContactBook, ContactChange
 from leanon_shared import cloudevents
 from leanon_shared import events as ev
 from leanon_shared.models import Contact, HelperRecord
@@ -25,11 +25,11 @@ class HelperContacts:
         self.book = book
 
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        changes: list[ContactChange] = []
         for record in records:
             org, _, helper_id = (record.key or b"").decode("utf-8", "replace").partition("/")
             if record.value is None:
-                await self.book.erase(org, "helper", helper_id)
-                metrics.CONTACT_UPDATES.labels("erased").inc()
+                changes.append(ContactChange(org, "helper", helper_id, None))
                 continue
             try:
                 helper = HelperRecord.model_validate(orjson.loads(record.value))
@@ -37,14 +37,19 @@ class HelperContacts:
                 log.error("skipping unreadable helper record at offset %s", record.offset)
                 continue
             profile = helper.profile
-            await self.book.put(
-                helper.org,
-                "helper",
-                helper.helper_id,
-                profile.contact,
-                profile.availability.timezone,
+            changes.append(
+                ContactChange(
+                    helper.org,
+                    "helper",
+                    helper.helper_id,
+                    profile.contact,
+                    profile.availability.timezone,
+                )
             )
-            metrics.CONTACT_UPDATES.labels("helper").inc()
+        await self.book.write(changes)
+        erased = sum(1 for change in changes if change.contact is None)
+        metrics.CONTACT_UPDATES.labels("erased").inc(erased)
+        metrics.CONTACT_UPDATES.labels("helper").inc(len(changes) - erased)
 
 
 class RequesterContacts:
@@ -54,6 +59,7 @@ class RequesterContacts:
         self.book = book
 
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        changes: list[ContactChange] = []
         for record in records:
             try:
                 command = cloudevents.decode(record.value, record.headers)
@@ -62,12 +68,9 @@ class RequesterContacts:
                 org = command.ext(ev.ORG_EXTENSION) or ""
                 contact = command.data["request"].get("contact")
                 request_id = command.data["request_id"]
-                if contact:
-                    await self.book.put(
-                        org, "requester", request_id, Contact.model_validate(contact)
-                    )
-                else:
-                    await self.book.erase(org, "requester", request_id)
-                metrics.CONTACT_UPDATES.labels("requester").inc()
+                parsed = Contact.model_validate(contact) if contact else None
             except (cloudevents.InvalidEvent, ValidationError, KeyError, TypeError, AttributeError):
                 continue  # matching dead-letters bad commands; nothing to remember here
+            changes.append(ContactChange(org, "requester", request_id, parsed))
+        await self.book.write(changes)
+        metrics.CONTACT_UPDATES.labels("requester").inc(len(changes))
