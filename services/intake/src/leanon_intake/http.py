@@ -127,10 +127,11 @@ def build_router(intake: Intake, key_to_org: dict[str, str], limiter: RateLimite
         idempotency_key: Annotated[Identifier | None, Header()] = None,
     ) -> RequestAccepted:
         result = await intake.submit_request(org, submission, submission.id or idempotency_key)
+        # What request.url_for("get_request", ...) gives, without searching the routes for
+        # it on every submission (ids are URL-safe by their pattern)
+        base = str(request.base_url).rstrip("/")
         return RequestAccepted(
-            id=result.id,
-            status=result.status,
-            status_url=str(request.url_for("get_request", request_id=result.id)),
+            id=result.id, status=result.status, status_url=f"{base}/v1/requests/{result.id}"
         )
 
     @router.get("/requests/{request_id}", name="get_request")

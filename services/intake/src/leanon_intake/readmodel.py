@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, now_iso
+from leanon_shared.coalesce import CoalescingRedis
 
 STATUS_TTL_S = 30 * 24 * 3600
 OFFER_STATUS = {
@@ -104,9 +105,12 @@ class NewStatus:
 class RequestStatuses:
     """GET /v1/requests/{id}: written as pending at submission, then moved by events."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, batch: CoalescingRedis | None = None) -> None:
         self._r = redis
         self._p = prefix
+        # single reads and creations of concurrent callers (HTTP requests) gathered into one
+        # command each
+        self._batch = batch or CoalescingRedis(redis)
         self.marker_key = f"{prefix}status:replayed"
         self.fingerprints_marker_key = f"{prefix}status:fingerprints-replayed"
 
@@ -114,7 +118,7 @@ class RequestStatuses:
         return f"{self._p}status:{org}:{request_id}"
 
     async def get(self, org: str, request_id: str) -> dict[str, Any] | None:
-        raw = await self._r.get(self._key(org, request_id))
+        raw = await self._batch.get(self._key(org, request_id))
         return orjson.loads(raw) if raw else None
 
     async def get_many(self, keys: list[tuple[str, str]]) -> list[dict[str, Any] | None]:
@@ -145,17 +149,16 @@ class RequestStatuses:
     async def create(self, new: NewStatus) -> bool:
         """The first write wins: a repeated submission leaves the status alone."""
         key, body = self._key(new.org, new.request_id), orjson.dumps(self._pending(new))
-        return bool(await self._r.set(key, body, nx=True, ex=STATUS_TTL_S))
+        return await self._batch.create(key, body, STATUS_TTL_S)
 
     async def create_many(self, news: list[NewStatus]) -> None:
-        """Several `create`s in one round trip."""
-        if not news:
-            return
-        async with self._r.pipeline(transaction=False) as pipe:
-            for new in news:
-                key = self._key(new.org, new.request_id)
-                pipe.set(key, orjson.dumps(self._pending(new)), nx=True, ex=STATUS_TTL_S)
-            await pipe.execute()
+        """Several `create`s in one round trip (one script call, not a command each)."""
+        await self._batch.create_many(
+            [
+                (self._key(new.org, new.request_id), orjson.dumps(self._pending(new)), STATUS_TTL_S)
+                for new in news
+            ]
+        )
 
     async def apply(self, events: list[CloudEvent]) -> int:
         """Fold lifecycle events in, in order: one read and one write per batch.

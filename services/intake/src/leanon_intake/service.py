@@ -16,7 +16,8 @@ from leanon_intake.errors import Conflict, Invalid, NotFound
 from leanon_intake.readmodel import HelperProfiles, NewStatus, RequestStatuses
 from leanon_intake.ssrf import WebhookHosts
 from leanon_shared import events as ev
-from leanon_shared.cloudevents import CloudEvent
+from leanon_shared.cloudevents import CloudEvent, encode
+from leanon_shared.coalesce import CoalescingPublisher
 from leanon_shared.kafka import EventBus
 from leanon_shared.models import Contact, HelperProfile, HelperRecord, RequestSubmission, helper_key
 from leanon_shared.offers import OfferRecords
@@ -68,6 +69,14 @@ class Intake:
         self.statuses = statuses
         self.offers = offers
         self.webhook_hosts = webhook_hosts
+        # Commands of concurrent callers (HTTP requests, a batch's lanes) go to Kafka as one
+        # batch per partition; each caller still returns only once Kafka has its command.
+        self._commands = CoalescingPublisher(bus, topics.requests)
+
+    async def _command(self, command: CloudEvent, region: str | None) -> None:
+        """Publish to {prefix}requests keyed by region, so a request's commands keep order."""
+        value, headers = encode(command)
+        await self._commands(value, region.encode() if region else None, headers)
 
     async def _check_contact(self, contact: Contact | None) -> None:
         if reason := await self.webhook_hosts.refusal(contact):
@@ -166,7 +175,7 @@ class Intake:
         )
         # Publish first: a crash before the status is written leaves a retry that publishes
         # again, and matching treats the same request id as one request.
-        await self.bus.publish(self.topics.requests, command, region)
+        await self._command(command, region)
         new = NewStatus(org, request_id, region, submission.helpers_needed, fingerprint)
         if deferred is None:
             await self.statuses.create(new)
@@ -193,7 +202,7 @@ class Intake:
             data={"request_id": request_id},
             extensions={ev.ORG_EXTENSION: org},
         )
-        await self.bus.publish(self.topics.requests, command, status["region"])
+        await self._command(command, status["region"])
         return {"id": request_id, "status": "cancelled"}
 
     # -- offers ----------------------------------------------------------------------------
@@ -214,5 +223,5 @@ class Intake:
             data={"request_id": record.request_id, "offer_id": offer_id},
             extensions={ev.ORG_EXTENSION: org},
         )
-        await self.bus.publish(self.topics.requests, command, record.region)
+        await self._command(command, record.region)
         return {"offer_id": offer_id, "status": answer}

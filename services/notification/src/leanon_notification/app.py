@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
-from leanon_notification.coalesce import CoalescingPublisher
+from leanon_shared.coalesce import CoalescingPublisher
 from leanon_notification.consumer import PipelinedConsumer
 from leanon_notification.contacts import ContactBook
 from leanon_notification.dispatcher import Dispatcher, retry_due, topics_for

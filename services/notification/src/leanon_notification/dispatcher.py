@@ -31,7 +31,7 @@ from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
 
 from leanon_notification import messages, metrics
-from leanon_notification.coalesce import CoalescingRedis
+from leanon_shared.coalesce import CoalescingRedis
 from leanon_notification.contacts import ContactBook, Reach, Unknown
 from leanon_notification.holdback import Holdback
 from leanon_notification.limits import OfferLimits

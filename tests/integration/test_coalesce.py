@@ -12,8 +12,8 @@ from aiokafka import ConsumerRecord
 from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
-from leanon_notification import coalesce
-from leanon_notification.coalesce import CoalescingPublisher, CoalescingRedis
+from leanon_shared import coalesce
+from leanon_shared.coalesce import CoalescingPublisher, CoalescingRedis
 from leanon_shared.kafka import EventBus, ensure_topics
 from leanon_shared.settings import LeanOnSettings
 from leanon_shared.topics import Topics
@@ -53,6 +53,19 @@ async def test_writes_gets_and_deletes_of_one_turn(redis: Redis, prefix: str) ->
     assert await redis.exists(*keys) == 40
 
 
+async def test_creations_of_one_turn_first_write_wins(redis: Redis, prefix: str) -> None:
+    batch = CoalescingRedis(redis)
+    keys = [f"{prefix}c:{i}" for i in range(20)]
+    await redis.set(keys[3], b"before", ex=60)
+    calls = [batch.create(k, b"v%d" % i, 100) for i, k in enumerate(keys)]
+    calls.append(batch.create(keys[0], b"second", 100))  # the same key twice in one turn
+    created = await asyncio.gather(*calls)
+    assert created == [i != 3 for i in range(20)] + [False]
+    assert await redis.get(keys[3]) == b"before"
+    assert await redis.get(keys[0]) == b"v0"
+    assert 95 < await redis.ttl(keys[5]) <= 100
+
+
 async def test_scripts_redis_does_not_have_are_loaded_and_the_calls_made(
     redis: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,13 +73,18 @@ async def test_scripts_redis_does_not_have_are_loaded_and_the_calls_made(
     rather than SCRIPT FLUSH, which would pull the scripts from under everyone sharing Redis."""
     monkeypatch.setattr(coalesce, "CLAIM", coalesce.CLAIM + f"-- {prefix}")
     monkeypatch.setattr(coalesce, "WRITE", coalesce.WRITE + f"-- {prefix}")
+    monkeypatch.setattr(coalesce, "CREATE", coalesce.CREATE + f"-- {prefix}")
     batch = CoalescingRedis(redis, claim_ttl_ms=1000)
-    assert await redis.script_exists(batch._claim_sha, batch._write_sha) == [False, False]
+    shas = (batch._claim_sha, batch._write_sha, batch._create_sha)
+    assert await redis.script_exists(*shas) == [False, False, False]
     key = f"{prefix}sent:x"
-    claimed, _ = await asyncio.gather(
-        batch.claim(key, key + ":claim"), batch.write(f"{prefix}other", b"done", 60)
+    claimed, _, created = await asyncio.gather(
+        batch.claim(key, key + ":claim"),
+        batch.write(f"{prefix}other", b"done", 60),
+        batch.create(f"{prefix}new", b"n", 60),
     )
     assert claimed == b"ok"  # made once the scripts were loaded, not failed
+    assert created is True
     assert await redis.get(f"{prefix}other") == b"done"
     assert await redis.exists(key + ":claim") == 1
 

@@ -1,12 +1,14 @@
-"""What many deliveries ask of Redis and Kafka at about the same moment goes as one batch.
+"""What many concurrent tasks ask of Redis and Kafka at about the same moment goes as one batch.
 
-A batch of records starts hundreds of deliveries at once, and each reads a contact, claims its
-delivery and, later, writes a sent key, and publishes a report. One round trip per command would
-cost more than the webhook itself, and so did one redis-py command per delivery inside a shared
-pipeline (packing and parsing each was a fifth of a worker's CPU). So each kind of command is
-gathered into ONE command over every key asked for (an MGET, one script call for all claims,
-one for all writes), reports into one Kafka batch per partition, and one flush of each is out
-at a time (see _OneAtATime), while each delivery still reads as a plain `await`.
+A batch of records starts hundreds of deliveries at once in notification, and each reads a
+contact, claims its delivery and, later, writes a sent key, and publishes a report; intake's
+concurrent HTTP requests each read or create a status and publish a command. One round trip
+per command would cost more than the work itself, and so did one redis-py command per call
+inside a shared pipeline (packing and parsing each was a fifth of a worker's CPU). So each
+kind of command is gathered into ONE command over every key asked for (an MGET, one script
+call for all claims, one for all writes, one for all creations), records into one Kafka batch
+per partition, and one flush of each is out at a time (see _OneAtATime), while each caller
+still reads as a plain `await`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ for i = 1, #KEYS do
 end
 return #KEYS
 """
+# KEYS = the keys to create; ARGV = value, TTL (s), for each key. For each: 1 when it was
+# created now, 0 when the key was there already (the first write wins).
+CREATE = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'NX', 'EX', ARGV[2 * i]) then
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
 _Waiter = asyncio.Future[Any] | None
 Headers = Sequence[tuple[str, bytes]]
 Pending = tuple[bytes, bytes | None, Headers, asyncio.Future[None]]
@@ -90,15 +105,19 @@ class _OneAtATime:
 
 
 class CoalescingRedis(_OneAtATime):
-    """Reads contacts, claims deliveries, writes and deletes keys: each call waits for its
-    own reply, and the calls of one flush share one pipeline of at most four commands.
+    """Reads, claims, writes, creates and deletes keys: each call waits for its own reply, and
+    the calls of one flush share one pipeline of at most five commands.
 
     The scripts are called by `evalsha` without asking SCRIPT EXISTS first: when Redis has lost
     them (a restart), they are loaded again and that turn's script calls are made once more
     (a script that answered NOSCRIPT never ran)."""
 
     def __init__(
-        self, redis: Redis, claim_ttl_ms: int, max_batch: int = 2000, timeout_s: float = 10.0
+        self,
+        redis: Redis,
+        claim_ttl_ms: int = 60_000,
+        max_batch: int = 2000,
+        timeout_s: float = 10.0,
     ) -> None:
         super().__init__()
         self._r = redis
@@ -107,6 +126,7 @@ class CoalescingRedis(_OneAtATime):
         self._max = max_batch
         self._claim_sha = _sha(CLAIM)
         self._write_sha = _sha(WRITE)
+        self._create_sha = _sha(CREATE)
         self._batch = _Batch()
 
     async def get(self, key: str) -> bytes | None:
@@ -137,6 +157,21 @@ class CoalescingRedis(_OneAtATime):
         self._queued()
         await future
 
+    async def create(self, key: str, value: bytes, ttl_s: int) -> bool:
+        """SET NX EX: True when this call created the key, False when it was there."""
+        return (await self.create_many([(key, value, ttl_s)]))[0]
+
+    async def create_many(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
+        """Several `create`s in the same flush, without a task each."""
+        futures = []
+        for key, value, ttl_s in items:
+            futures.append(future := self._future())
+            self._batch.creates.append((key, value, ttl_s, future))
+        if not futures:
+            return []
+        self._queued()
+        return [bool(created) for created in await asyncio.gather(*futures)]
+
     def write_soon(self, key: str, value: bytes, ttl_s: int) -> None:
         """Write and wait for nothing: for a write whose loss costs only a little repeated
         work (it is never retried)."""
@@ -164,8 +199,8 @@ class CoalescingRedis(_OneAtATime):
             async with asyncio.timeout(self._timeout_s):
                 replies = await self._pipeline(batch)
                 if any(isinstance(r, NoScriptError) for r in replies):
-                    await self._r.script_load(CLAIM)
-                    await self._r.script_load(WRITE)
+                    for script in (CLAIM, WRITE, CREATE):
+                        await self._r.script_load(script)
                     replies = await self._pipeline(batch)
         except Exception as exc:
             batch.fail(exc)
@@ -183,6 +218,10 @@ class CoalescingRedis(_OneAtATime):
                 args: list[str | bytes | int] = [key for key, _, _, _ in batch.writes]
                 args += [a for _, value, ttl, _ in batch.writes for a in (value, ttl)]
                 pipe.evalsha(self._write_sha, len(batch.writes), *args)
+            if batch.creates:
+                args = [key for key, _, _, _ in batch.creates]
+                args += [a for _, value, ttl, _ in batch.creates for a in (value, ttl)]
+                pipe.evalsha(self._create_sha, len(batch.creates), *args)
             if batch.deletes:
                 pipe.delete(*[key for key, _ in batch.deletes])
             return list(await pipe.execute(raise_on_error=False))
@@ -195,16 +234,19 @@ class _Batch:
         self.gets: list[tuple[str, _Waiter]] = []
         self.claims: list[tuple[str, str, _Waiter]] = []
         self.writes: list[tuple[str, bytes, int, _Waiter]] = []
+        self.creates: list[tuple[str, bytes, int, _Waiter]] = []
         self.deletes: list[tuple[str, _Waiter]] = []
 
     @property
     def size(self) -> int:
-        return len(self.gets) + len(self.claims) + len(self.writes) + len(self.deletes)
+        return sum(len(getattr(self, kind)) for kind in self.KINDS)
+
+    KINDS = ("gets", "claims", "writes", "creates", "deletes")  # in pipeline order
 
     def split(self, most: int) -> tuple[_Batch, _Batch]:
         """At most `most` calls of each kind, and the rest (bounding a script's keys)."""
         now, rest = _Batch(), _Batch()
-        for kind in ("gets", "claims", "writes", "deletes"):
+        for kind in self.KINDS:
             calls = getattr(self, kind)
             setattr(now, kind, calls[:most])
             setattr(rest, kind, calls[most:])
@@ -216,6 +258,7 @@ class _Batch:
             [f for _, f in self.gets],
             [f for _, _, f in self.claims],
             [f for *_, f in self.writes],
+            [f for *_, f in self.creates],
             [f for _, f in self.deletes],
         ]
         return [g for g in groups if g]
@@ -228,7 +271,7 @@ class _Batch:
         for group, reply in zip(self._groups(), replies, strict=True):
             if isinstance(reply, Exception):
                 _fail(group, reply)
-            elif isinstance(reply, list):  # MGET and the claims: one answer each
+            elif isinstance(reply, list):  # MGET, the claims and creations: one answer each
                 for future, one in zip(group, reply, strict=True):
                     if future is not None and not future.done():
                         future.set_result(one)
