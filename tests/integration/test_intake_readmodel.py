@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
 
+from leanon_intake.handlers import StatusProjection
 from leanon_intake.readmodel import RequestStatuses
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, encode
@@ -161,3 +163,35 @@ async def test_replayed_submissions_add_fingerprints_and_keep_what_events_built(
     assert new["helpers_needed"] == 2 and new["region"] == "r1"
     assert old is not None and old["status"] == "pending" and "fingerprint" not in old
     assert await statuses.remember_submissions(commands) == 0  # replayed again: nothing moves
+
+
+async def test_the_projection_skips_records_whose_type_header_no_status_folds(
+    redis: Redis, prefix: str
+) -> None:
+    """notification's reports carry a `ce_type` header: one naming a type no status folds in
+    is skipped unparsed (even a body that would move the status), any other is read."""
+
+    def as_record(event: CloudEvent, type_header: str | None = None) -> ConsumerRecord:
+        value, headers = encode(event)
+        if type_header:
+            headers.append(("ce_type", type_header.encode()))
+        return ConsumerRecord("t", 0, 0, 0, 0, None, value, None, 0, 0, headers)
+
+    statuses = RequestStatuses(redis, prefix)
+    matched_events = lifecycle("p1")
+    dropped = CloudEvent(
+        ev.OFFER_DROPPED_EVT,
+        ev.SOURCE_MATCHING,
+        subject="p1",
+        data={"request_id": "p1", "offer_id": "p1-o1"},
+        extensions={ev.ORG_EXTENSION: "alpha", "region": "r1"},
+    )
+    records = [as_record(e, e.type if i == 1 else None) for i, e in enumerate(matched_events)]
+    records.append(as_record(dropped, "org.leanon.notification.delivered"))
+    await StatusProjection(statuses)(records)
+    status = await statuses.get("alpha", "p1")
+    assert status is not None and status["status"] == "matched"  # the "report" was skipped
+    assert status["assignments"][0]["score"] == 0.8  # offer.created read despite its header
+    await StatusProjection(statuses)([as_record(dropped)])  # without the header it is read
+    status = await statuses.get("alpha", "p1")
+    assert status is not None and status["status"] == "offered"

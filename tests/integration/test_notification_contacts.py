@@ -37,7 +37,9 @@ def record(offset: int, key: bytes | None, value: bytes | None, headers=()) -> C
 
 def helper_record(offset: int, helper_id: str, webhook: str, tz: str = "UTC") -> ConsumerRecord:
     week = [{"day": "mon", "start": "09:00", "end": "17:00"}]
-    profile = helper(contact={"webhook_url": webhook}, availability={"timezone": tz, "weekly": week})
+    profile = helper(
+        contact={"webhook_url": webhook}, availability={"timezone": tz, "weekly": week}
+    )
     stored = HelperRecord(
         org=ORG, helper_id=helper_id, version=offset, profile=profile, updated_at=datetime.now(UTC)
     )

@@ -7,7 +7,7 @@ per command would cost more than the work itself, and so did one redis-py comman
 inside a shared pipeline (packing and parsing each was a fifth of a worker's CPU). So each
 kind of command is gathered into ONE command over every key asked for (an MGET, one script
 call for all claims, one for all writes, one for all creations), records into one Kafka batch
-per partition, and one flush of each is out at a time (see _OneAtATime), while each caller
+per partition, and one flush of each is out at a time (see GroupCommit), while each caller
 still reads as a plain `await`.
 """
 
@@ -69,7 +69,7 @@ Headers = Sequence[tuple[str, bytes]]
 Pending = tuple[bytes, bytes | None, Headers, asyncio.Future[None]]
 
 
-class _OneAtATime:
+class GroupCommit:
     """Flushing, as a group commit: what is asked in one loop turn goes together, and while a
     flush is out, what is asked meanwhile waits for it to come back and then goes as the next
     one. So batches grow with the load (a flush per turn made hundreds of tiny pipelines a
@@ -104,7 +104,7 @@ class _OneAtATime:
         raise NotImplementedError
 
 
-class CoalescingRedis(_OneAtATime):
+class CoalescingRedis(GroupCommit):
     """Reads, claims, writes, creates and deletes keys: each call waits for its own reply, and
     the calls of one flush share one pipeline of at most five commands.
 
@@ -291,7 +291,7 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()  # how Redis names a script
 
 
-class CoalescingPublisher(_OneAtATime):
+class CoalescingPublisher(GroupCommit):
     """Publishes records to one topic; the records of one flush go as one batch per
     partition (aiokafka's `send` cost more per record than building the report) and share one
     acknowledgement wait. Each caller returns only once Kafka has its record. Keys go to the

@@ -228,7 +228,16 @@ class StatusProjection:
         self.statuses = statuses
 
     async def __call__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        await self.statuses.apply(_readable(records))
+        await self.statuses.apply(_readable([r for r in records if _may_move_a_status(r)]))
+
+
+def _may_move_a_status(record: ConsumerRecord[bytes, bytes]) -> bool:
+    """False for a record whose `ce_type` header (notification's reports carry one, a third
+    of the events topic) names a type no status folds in: it is skipped without parsing."""
+    for name, value in record.headers:
+        if name == "ce_type":
+            return value.decode("utf-8", "replace") in RequestStatuses.FOLDED
+    return True
 
 
 class SubmissionReplay:

@@ -105,6 +105,8 @@ class NewStatus:
 class RequestStatuses:
     """GET /v1/requests/{id}: written as pending at submission, then moved by events."""
 
+    FOLDED = frozenset({*OFFER_STATUS, *REQUEST_STATUS, ev.REQUEST_ACCEPTED})  # event types
+
     def __init__(self, redis: Redis, prefix: str, batch: CoalescingRedis | None = None) -> None:
         self._r = redis
         self._p = prefix
@@ -211,11 +213,7 @@ class RequestStatuses:
     @staticmethod
     def _target(event: CloudEvent) -> tuple[str, str] | None:
         """The (org, request id) a lifecycle event moves, or None when it moves none."""
-        if (
-            event.type not in OFFER_STATUS
-            and event.type not in REQUEST_STATUS
-            and event.type != ev.REQUEST_ACCEPTED
-        ):
+        if event.type not in RequestStatuses.FOLDED:
             return None
         org = event.ext(ev.ORG_EXTENSION)
         data = event.data if isinstance(event.data, dict) else {}

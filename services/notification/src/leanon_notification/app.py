@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
-from leanon_shared.coalesce import CoalescingPublisher
 from leanon_notification.consumer import PipelinedConsumer
 from leanon_notification.contacts import ContactBook
 from leanon_notification.dispatcher import Dispatcher, retry_due, topics_for
@@ -19,6 +18,7 @@ from leanon_notification.reporter import Reporter
 from leanon_notification.settings import NotificationSettings
 from leanon_notification.smtp import EmailSender
 from leanon_notification.webhooks import WebhookSender
+from leanon_shared.coalesce import CoalescingPublisher
 from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
 from leanon_shared.runtime import redis_client, redis_ready, wait_for_redis

@@ -31,7 +31,6 @@ from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
 
 from leanon_notification import messages, metrics
-from leanon_shared.coalesce import CoalescingRedis
 from leanon_notification.contacts import ContactBook, Reach, Unknown
 from leanon_notification.holdback import Holdback
 from leanon_notification.limits import OfferLimits
@@ -42,6 +41,7 @@ from leanon_notification.webhooks import WebhookSender
 from leanon_shared import cloudevents
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent
+from leanon_shared.coalesce import CoalescingRedis
 from leanon_shared.kafka import ERROR_DETAIL_HEADER, ERROR_HEADER, EventBus
 
 log = logging.getLogger(__name__)
