@@ -13,7 +13,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from leanon_shared import coalesce
-from leanon_shared.coalesce import CoalescingPublisher, CoalescingRedis
+from leanon_shared.coalesce import CoalescedScript, CoalescingPublisher, CoalescingRedis
 from leanon_shared.kafka import EventBus, ensure_topics
 from leanon_shared.settings import LeanOnSettings
 from leanon_shared.topics import Topics
@@ -130,6 +130,9 @@ class CountingRedis:
         self.pipelines += 1
         return self.redis.pipeline(transaction=transaction)
 
+    async def script_load(self, script: str) -> Any:
+        return await self.redis.script_load(script)
+
 
 async def test_calls_made_while_a_flush_is_out_go_together_in_the_next(
     redis: Redis, prefix: str
@@ -149,3 +152,29 @@ async def test_calls_made_while_a_flush_is_out_go_together_in_the_next(
     assert await first == keys[0].encode()
     assert await asyncio.gather(*later) == [k.encode() for k in keys[1:]]
     assert counting.pipelines == 4 + 1 + 4  # the first alone, then 349 gets 100 at a time
+
+
+ECHO_OR_FAIL = """
+if ARGV[1] == 'fail' then return redis.error_reply('asked to fail') end
+redis.call('INCR', KEYS[1])
+return {KEYS[1], ARGV[1]}
+"""
+
+
+async def test_a_scripts_calls_of_one_turn_share_a_pipeline_and_keep_their_replies(
+    redis: Redis, prefix: str
+) -> None:
+    counting = CountingRedis(redis)
+    script = CoalescedScript(counting, ECHO_OR_FAIL + f"-- {prefix}")  # type: ignore[arg-type]
+    keys = [f"{prefix}n:{i}" for i in range(40)]
+    calls = [script(keys=[k], args=[str(i)]) for i, k in enumerate(keys)]
+    calls.append(script(keys=[keys[0]], args=["fail"]))
+    replies = await asyncio.gather(*calls, return_exceptions=True)
+    assert replies[:40] == [[k.encode(), str(i).encode()] for i, k in enumerate(keys)]
+    assert isinstance(replies[40], Exception) and "asked to fail" in str(replies[40])
+    # new to Redis: one pipeline answered NOSCRIPT, then the script was loaded and every call
+    # made once in a second pipeline (none twice: each counter is 1)
+    assert counting.pipelines == 2
+    assert [int(v) for v in await redis.mget(keys)] == [1] * 40
+    assert await script(keys=[keys[1]], args=["x"]) == [keys[1].encode(), b"x"]
+    assert counting.pipelines == 3

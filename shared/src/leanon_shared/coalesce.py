@@ -227,6 +227,68 @@ class CoalescingRedis(GroupCommit):
             return list(await pipe.execute(raise_on_error=False))
 
 
+class CoalescedScript(GroupCommit):
+    """One Lua script, called by many tasks at about the same moment: the calls of one flush
+    go as one pipeline of EVALSHA (one connection checkout, one write, one wait), each caller
+    still getting its own reply or its own error. A NOSCRIPT reply (Redis lost its scripts)
+    means that call never ran: the script is loaded again and only those calls are made again.
+    """
+
+    def __init__(
+        self, redis: Redis, source: str, max_batch: int = 500, timeout_s: float = 10.0
+    ) -> None:
+        super().__init__()
+        self._r = redis
+        self._source = source
+        self._sha = _sha(source)
+        self._max = max_batch
+        self._timeout_s = timeout_s
+        self._pending: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]] = []
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((keys, args, future))
+        self._queued()
+        return await future
+
+    def _take(self) -> Coroutine[Any, Any, None] | None:
+        if not self._pending:
+            return None
+        batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+        return self._execute(batch)
+
+    async def _execute(
+        self, batch: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                replies = await self._pipeline(batch)
+                lost = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+                if lost:
+                    await self._r.script_load(self._source)
+                    again = await self._pipeline([batch[n] for n in lost])
+                    for n, reply in zip(lost, again, strict=True):
+                        replies[n] = reply
+        except Exception as exc:
+            _fail([future for *_, future in batch], exc)
+            return
+        for (*_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _pipeline(
+        self, batch: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+
 class _Batch:
     """The calls of one flush, by kind, each with the future its caller waits on."""
 

@@ -26,6 +26,7 @@ from leanon_matching.convert import pack_helper, unpack_helper
 from leanon_matching.domain.availability import local_span
 from leanon_matching.domain.eligibility import Check, Rejection
 from leanon_matching.domain.model import Helper, Request
+from leanon_shared.coalesce import CoalescedScript
 
 INDEX_VERSION = "5"
 
@@ -397,7 +398,8 @@ class HelperIndex:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._r = redis
         self._p = prefix
-        self._candidates = redis.register_script(_CANDIDATES)
+        # the searches of a batch's requests, made concurrently, go as one pipeline
+        self._candidates = CoalescedScript(redis, _CANDIDATES)
         self._apply = redis.register_script(_APPLY)
         # Time zones seen among the helpers found for an org's requests in an area: the search
         # is told the request window in each, so that it can rule out helpers whose weekly
