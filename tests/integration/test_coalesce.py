@@ -133,6 +133,10 @@ class CountingRedis:
     async def script_load(self, script: str) -> Any:
         return await self.redis.script_load(script)
 
+    async def evalsha(self, *args: Any) -> Any:
+        self.alone = getattr(self, "alone", 0) + 1
+        return await self.redis.evalsha(*args)
+
 
 async def test_calls_made_while_a_flush_is_out_go_together_in_the_next(
     redis: Redis, prefix: str
@@ -172,9 +176,26 @@ async def test_a_scripts_calls_of_one_turn_share_a_pipeline_and_keep_their_repli
     replies = await asyncio.gather(*calls, return_exceptions=True)
     assert replies[:40] == [[k.encode(), str(i).encode()] for i, k in enumerate(keys)]
     assert isinstance(replies[40], Exception) and "asked to fail" in str(replies[40])
-    # new to Redis: one pipeline answered NOSCRIPT, then the script was loaded and every call
-    # made once in a second pipeline (none twice: each counter is 1)
-    assert counting.pipelines == 2
+    # The first call went alone (answered NOSCRIPT: the script is new to Redis, so it was
+    # loaded and the call made again); the 40 asked meanwhile went as one pipeline. None ran
+    # twice: each counter is 1.
+    assert (counting.alone, counting.pipelines) == (2, 1)
     assert [int(v) for v in await redis.mget(keys)] == [1] * 40
     assert await script(keys=[keys[1]], args=["x"]) == [keys[1].encode(), b"x"]
-    assert counting.pipelines == 3
+    assert (counting.alone, counting.pipelines) == (3, 1)  # a lone call needs no pipeline
+
+
+async def test_a_pipeline_that_finds_the_script_lost_makes_its_calls_once_more(
+    redis: Redis, prefix: str
+) -> None:
+    """As when Redis restarts while calls queue behind a lone one: the pipeline answers
+    NOSCRIPT for each, the script is loaded, and every call is made once."""
+    counting = CountingRedis(redis)
+    script = CoalescedScript(counting, ECHO_OR_FAIL + f"-- again {prefix}")  # type: ignore[arg-type]
+    keys = [f"{prefix}b:{i}" for i in range(5)]
+    futures = [asyncio.get_running_loop().create_future() for _ in keys]
+    calls = [([k], [str(i)], f) for i, (k, f) in enumerate(zip(keys, futures, strict=True))]
+    await script._execute(calls)
+    assert [await f for f in futures] == [[k.encode(), str(i).encode()] for i, k in enumerate(keys)]
+    assert counting.pipelines == 2
+    assert [int(v) for v in await redis.mget(keys)] == [1] * 5

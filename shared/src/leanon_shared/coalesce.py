@@ -228,10 +228,11 @@ class CoalescingRedis(GroupCommit):
 
 
 class CoalescedScript(GroupCommit):
-    """One Lua script, called by many tasks at about the same moment: the calls of one flush
-    go as one pipeline of EVALSHA (one connection checkout, one write, one wait), each caller
-    still getting its own reply or its own error. A NOSCRIPT reply (Redis lost its scripts)
-    means that call never ran: the script is loaded again and only those calls are made again.
+    """One Lua script, called by many tasks at about the same moment: a call made when none
+    is out goes at once; the calls made while one is out go together next, as one pipeline of
+    EVALSHA (one connection checkout, one write, one wait), each caller still getting its own
+    reply or its own error. A NOSCRIPT reply (Redis lost its scripts) means that call never
+    ran: the script is loaded again and only those calls are made again.
     """
 
     def __init__(
@@ -246,10 +247,27 @@ class CoalescedScript(GroupCommit):
         self._pending: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]] = []
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        if not (self._flying or self._scheduled or self._pending):
+            # Nothing else asked: this call goes at once, on its own (a lone call pays no
+            # pipeline or extra turn of the loop), and what is asked meanwhile goes next.
+            self._flying = True
+            try:
+                return await self._alone(keys, args)
+            finally:
+                self._flying = False
+                self._flush_now()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((keys, args, future))
         self._queued()
         return await future
+
+    async def _alone(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        async with asyncio.timeout(self._timeout_s):
+            try:
+                return await self._r.evalsha(self._sha, len(keys), *keys, *args)
+            except NoScriptError:  # that call never ran
+                await self._r.script_load(self._source)
+                return await self._r.evalsha(self._sha, len(keys), *keys, *args)
 
     def _take(self) -> Coroutine[Any, Any, None] | None:
         if not self._pending:
