@@ -17,7 +17,7 @@ from leanon_intake.readmodel import HelperProfiles, RequestStatuses, SeenEvents
 from leanon_intake.service import Intake
 from leanon_intake.settings import IntakeSettings
 from leanon_intake.ssrf import WebhookHosts
-from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
+from leanon_shared.kafka import GATHER_MS, EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
 from leanon_shared.replay import ensure_replayed
 from leanon_shared.runtime import redis_client, redis_ready, wait_for_redis
@@ -54,7 +54,14 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         IntakeEvents(intake, bus, topics.intake_dlq, known_orgs, seen),
     )
     projection = StatusProjection(statuses)
-    subscribe_batches(broker, topics.events, topics.group("leanon-intake-status"), projection)
+    # Statuses are read by people polling GET: they may trail the events by GATHER_MS.
+    subscribe_batches(
+        broker,
+        topics.events,
+        topics.group("leanon-intake-status"),
+        projection,
+        gather_ms=GATHER_MS,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -20,7 +20,7 @@ from leanon_matching.settings import MatchingSettings
 from leanon_matching.store import RequestStore, Timers
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent
-from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
+from leanon_shared.kafka import GATHER_MS, EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
 from leanon_shared.runtime import cancel_and_wait, redis_client, redis_ready, wait_for_redis
 from leanon_shared.telemetry import health_routes
@@ -50,8 +50,12 @@ def create_app(settings: MatchingSettings) -> Starlette:
         publish=publish_events,
         config=settings.matching_config(),
     )
-    subscribe_batches(
-        broker, topics.helpers, topics.group("leanon-matching-index"), IndexHandler(matcher.index)
+    subscribe_batches(  # a helper's change may reach the index GATHER_MS later
+        broker,
+        topics.helpers,
+        topics.group("leanon-matching-index"),
+        IndexHandler(matcher.index),
+        gather_ms=GATHER_MS,
     )
     subscribe_batches(
         broker,

@@ -19,7 +19,7 @@ from leanon_notification.settings import NotificationSettings
 from leanon_notification.smtp import EmailSender
 from leanon_notification.webhooks import WebhookSender
 from leanon_shared.coalesce import CoalescingPublisher
-from leanon_shared.kafka import EventBus, ensure_topics, make_broker, subscribe_batches
+from leanon_shared.kafka import GATHER_MS, EventBus, ensure_topics, make_broker, subscribe_batches
 from leanon_shared.offers import OfferRecords
 from leanon_shared.runtime import redis_client, redis_ready, wait_for_redis
 from leanon_shared.telemetry import health_routes
@@ -75,8 +75,13 @@ def create_app(settings: NotificationSettings) -> Starlette:
         claim_ttl_s=max(settings.webhook_timeout_s, settings.smtp_timeout_s if smtp else 0) + 1,
         pipelines=pipelines,
     )
-    subscribe_batches(broker, topics.helpers, f"{group}.helpers", HelperContacts(book))
-    subscribe_batches(broker, topics.requests, f"{group}.requesters", RequesterContacts(book))
+    # Contacts may trail by GATHER_MS: a delivery whose contact is not there yet waits for it.
+    subscribe_batches(
+        broker, topics.helpers, f"{group}.helpers", HelperContacts(book), gather_ms=GATHER_MS
+    )
+    subscribe_batches(
+        broker, topics.requests, f"{group}.requesters", RequesterContacts(book), gather_ms=GATHER_MS
+    )
     retry_topics = topics_for(settings.topic_prefix, policy)
     consumers = [
         PipelinedConsumer(
