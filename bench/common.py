@@ -152,8 +152,19 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def shared_pids() -> dict[str, int]:
-    """Kafka and Redis are shared with others on this machine: read-only CPU sampling."""
+    """Kafka and Redis are shared with others on this machine: read-only CPU sampling. The
+    Redis is the one at LEANON_REDIS_URL (it tells its own pid: another redis-server may run
+    beside it), the Kafka the one whose data directory is named after the bootstrap port."""
     found: dict[str, int] = {}
+    redis_url = os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0")
+    with contextlib.suppress(Exception):  # not reachable: no figure rather than a wrong one
+        from redis import Redis
+
+        client = Redis.from_url(redis_url, socket_timeout=5)
+        found["redis (shared)"] = int(client.info("server")["process_id"])
+        client.close()
+    port = os.environ.get("LEANON_KAFKA_BOOTSTRAP", "127.0.0.1:9092").rsplit(":", 1)[-1]
+    kafkas: list[tuple[bool, int]] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -161,8 +172,9 @@ def shared_pids() -> dict[str, int]:
             cmd = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"kafka.Kafka" in cmd and "kafka (shared)" not in found:
-            found["kafka (shared)"] = int(entry.name)
-        elif cmd.startswith(b"redis-server") or b"/redis-server" in cmd.split(b"\0")[0]:
-            found.setdefault("redis (shared)", int(entry.name))
+        if b"kafka.Kafka" in cmd:
+            kafkas.append((f"kafka-{port}/".encode() in cmd, int(entry.name)))
+    ours = [pid for named, pid in kafkas if named]
+    if ours or len(kafkas) == 1:  # one Kafka started some other way is ours too
+        found["kafka (shared)"] = (ours or [kafkas[0][1]])[0]
     return found
