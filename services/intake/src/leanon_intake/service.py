@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from leanon_intake.errors import Conflict, Invalid, NotFound
 from leanon_intake.readmodel import HelperProfiles, NewStatus, RequestStatuses
 from leanon_intake.ssrf import WebhookHosts
@@ -39,10 +41,15 @@ UNKNOWN = Unknown()
 PRIVATE_STATUS_FIELDS = frozenset({"region", "fingerprint"})
 
 
-def _fingerprint(submission: RequestSubmission) -> str:
-    """What makes two submissions the same request: the body, whichever id it came with."""
-    body = submission.model_dump_json(exclude={"id"}).encode()
-    return hashlib.blake2b(body, digest_size=12).hexdigest()
+def fingerprint_of(body: dict[str, Any]) -> str:
+    """What makes two submissions the same request: the body, whichever id it came with.
+
+    `body` is the submission's `model_dump(mode="json")`; orjson writes it byte for byte as
+    pydantic's `model_dump_json` does (a unit test holds that), so fingerprints stored by
+    earlier versions, which hashed the latter, still compare equal, and the body is built
+    once for both the command and its fingerprint."""
+    canonical = orjson.dumps({k: v for k, v in body.items() if k != "id"})
+    return hashlib.blake2b(canonical, digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +142,8 @@ class Intake:
         """
         chosen_id = request_id or submission.id
         request_id = chosen_id or str(uuid.uuid4())
-        fingerprint = _fingerprint(submission)
+        body = submission.model_dump(mode="json")
+        fingerprint = fingerprint_of(body)
         if not chosen_id:
             existing = None
         elif isinstance(known, Unknown):
@@ -157,7 +165,7 @@ class Intake:
                 else (None, None)
             ),
         )
-        body = submission.model_dump(mode="json") | {"id": request_id}
+        body["id"] = request_id
         command = CloudEvent(
             type=ev.REQUEST_SUBMITTED,
             source=ev.SOURCE_INTAKE,
