@@ -11,6 +11,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from leanon_shared import coalesce
 from leanon_shared.coalesce import CoalescedScript, CoalescingPublisher, CoalescingRedis
@@ -199,3 +200,30 @@ async def test_a_pipeline_that_finds_the_script_lost_makes_its_calls_once_more(
     assert [await f for f in futures] == [[k.encode(), str(i).encode()] for i, k in enumerate(keys)]
     assert counting.pipelines == 2
     assert [int(v) for v in await redis.mget(keys)] == [1] * 5
+
+
+async def test_a_redis_that_never_answers_is_a_redis_timeout_for_every_caller() -> None:
+    """Our bound on a flush is reported as Redis's own TimeoutError (a RedisError), which
+    HTTP maps to 503 and a consumer retries, never as a bare TimeoutError (a 500)."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads until the client gives up; answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hung = Redis(host="127.0.0.1", port=port, protocol=2, socket_timeout=None)
+    try:
+        batch = CoalescingRedis(hung, timeout_s=0.3)
+        script = CoalescedScript(hung, ECHO_OR_FAIL, timeout_s=0.3)
+        outcomes = await asyncio.gather(
+            batch.get("k"),
+            batch.create("k", b"v", 60),
+            script(keys=["k"], args=["1"]),  # goes alone
+            script(keys=["k"], args=["2"]),  # queued behind it, then a pipeline
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            assert isinstance(outcome, RedisTimeoutError), outcome
+    finally:
+        await hung.aclose()
+        server.close()

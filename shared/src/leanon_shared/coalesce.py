@@ -23,7 +23,8 @@ from typing import Any
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from leanon_shared.kafka import EventBus
 
@@ -203,7 +204,7 @@ class CoalescingRedis(GroupCommit):
                         await self._r.script_load(script)
                     replies = await self._pipeline(batch)
         except Exception as exc:
-            batch.fail(exc)
+            batch.fail(_as_redis_error(exc, self._timeout_s))
             return
         batch.settle(replies)
 
@@ -262,12 +263,15 @@ class CoalescedScript(GroupCommit):
         return await future
 
     async def _alone(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        async with asyncio.timeout(self._timeout_s):
-            try:
-                return await self._r.evalsha(self._sha, len(keys), *keys, *args)
-            except NoScriptError:  # that call never ran
-                await self._r.script_load(self._source)
-                return await self._r.evalsha(self._sha, len(keys), *keys, *args)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                try:
+                    return await self._r.evalsha(self._sha, len(keys), *keys, *args)
+                except NoScriptError:  # that call never ran
+                    await self._r.script_load(self._source)
+                    return await self._r.evalsha(self._sha, len(keys), *keys, *args)
+        except TimeoutError as exc:
+            raise _as_redis_error(exc, self._timeout_s) from exc
 
     def _take(self) -> Coroutine[Any, Any, None] | None:
         if not self._pending:
@@ -288,7 +292,7 @@ class CoalescedScript(GroupCommit):
                     for n, reply in zip(lost, again, strict=True):
                         replies[n] = reply
         except Exception as exc:
-            _fail([future for *_, future in batch], exc)
+            _fail([future for *_, future in batch], _as_redis_error(exc, self._timeout_s))
             return
         for (*_, future), reply in zip(batch, replies, strict=True):
             if future.done():
@@ -365,6 +369,17 @@ def _fail(group: list[_Waiter], exc: BaseException) -> None:
     for future in group:
         if future is not None and not future.done():
             future.set_exception(exc)
+
+
+def _as_redis_error(exc: Exception, timeout_s: float) -> Exception:
+    """What a caller of Redis expects: our bound on a flush running out is Redis not
+    answering in time (a RedisError: HTTP answers 503, a batch is retried), not a bare
+    TimeoutError."""
+    if isinstance(exc, TimeoutError) and not isinstance(exc, RedisError):
+        error = RedisTimeout(f"Redis did not answer within {timeout_s:g} s")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _sha(script: str) -> str:
