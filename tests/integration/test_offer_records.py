@@ -1,5 +1,5 @@
 """The offer record is the one arbiter between answers and timeouts, also when the moves of
-many concurrent callers go to Redis as one script call."""
+many concurrent callers go to Redis together."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ async def test_a_lost_script_is_loaded_again_and_the_moves_made(
     redis: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As after a Redis restart: a script of this test's own is new to Redis."""
-    script = offers_module._TRANSITION_MANY + f"-- {prefix}"
-    monkeypatch.setattr(offers_module, "_TRANSITION_MANY", script)
+    script = offers_module._TRANSITION + f"-- {prefix}"
+    monkeypatch.setattr(offers_module, "_TRANSITION", script)
     offers = OfferRecords(redis, prefix)
     assert await redis.script_exists(hashlib.sha1(script.encode()).hexdigest()) == [False]
     await offers.create(record("x"))

@@ -6,47 +6,28 @@ matching moves it on timeout, cancel or withdrawal. Whoever moves it first wins,
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
-from leanon_shared.coalesce import GroupCommit
+from leanon_shared.coalesce import CoalescedScript
 
-# KEYS = offer keys; ARGV = for each, the new status and the statuses it may move from,
-# comma-separated. For each offer, in order, {outcome, request_id, helper_id, region}: outcome
-# is "ok" (moved), "same" (already there: a repeat), "missing" (fields empty), or the current
-# status that blocks the move. One offer moved twice in a call sees its first move.
-_TRANSITION_MANY = """
-local out = {}
-for i = 1, #KEYS do
-  local to = ARGV[2 * i - 1]
-  local f = redis.call('HMGET', KEYS[i], 'status', 'request_id', 'helper_id', 'region')
-  local outcome = f[1]
-  if not outcome then
-    outcome = 'missing'
-  elseif outcome == to then
-    outcome = 'same'
-  else
-    for from in string.gmatch(ARGV[2 * i], '[^,]+') do
-      if f[1] == from then
-        redis.call('HSET', KEYS[i], 'status', to)
-        outcome = 'ok'
-        break
-      end
-    end
+# KEYS[1] = offer key; ARGV[1] = new status; ARGV[2..] = statuses it may move from.
+# Returns {outcome, request_id, helper_id, region}: outcome is "ok" (moved), "same" (already
+# there: a repeat), "missing", or the current status that blocks the move.
+_TRANSITION = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'request_id', 'helper_id', 'region')
+if not f[1] then return {'missing'} end
+if f[1] == ARGV[1] then return {'same', f[2], f[3], f[4]} end
+for i = 2, #ARGV do
+  if f[1] == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'status', ARGV[1])
+    return {'ok', f[2], f[3], f[4]}
   end
-  local n = #out
-  out[n + 1] = outcome
-  out[n + 2] = f[2] or ''
-  out[n + 3] = f[3] or ''
-  out[n + 4] = f[4] or ''
 end
-return out
+return {f[1], f[2], f[3], f[4]}
 """
 
 # KEYS[1] = offer key; ARGV = status, request_id, helper_id, region, ttl seconds.
@@ -83,7 +64,8 @@ class OfferRecords:
         self._redis = redis
         self._prefix = prefix
         self._create = redis.register_script(_CREATE)
-        self._moves = _Moves(redis)
+        # the moves of concurrent callers (a batch's answers) share one pipeline
+        self._transition = CoalescedScript(redis, _TRANSITION)
 
     def key(self, org: str, offer_id: str) -> str:
         return f"{self._prefix}offer:{org}:{offer_id}"
@@ -128,55 +110,18 @@ class OfferRecords:
     async def move_returning(
         self, org: str, offer_id: str, to: str
     ) -> tuple[str, OfferRecord | None]:
-        """`move`, and the record as it was found (None when missing), in one round trip;
-        the moves of concurrent callers share one script call."""
-        outcome, request_id, helper_id, region = await self._moves(self.key(org, offer_id), to)
-        if outcome == "missing":
+        """`move`, and the record as it was found (None when missing), in one round trip."""
+        result = [
+            _s(v)
+            for v in await self._transition(
+                keys=[self.key(org, offer_id)], args=[to, *ALLOWED_FROM[to]]
+            )
+        ]
+        if result[0] == "missing":
             return "missing", None
+        outcome, request_id, helper_id, region = result
         found = to if outcome in ("ok", "same") else outcome
         return outcome, OfferRecord(org, offer_id, request_id, helper_id, region, found)
-
-
-class _Moves(GroupCommit):
-    """Offer moves asked in one loop turn (or while the previous flush was out) go as one
-    call of _TRANSITION_MANY, in the order they were asked."""
-
-    def __init__(self, redis: Redis, max_batch: int = 1000) -> None:
-        super().__init__()
-        self._r = redis
-        self._sha = hashlib.sha1(_TRANSITION_MANY.encode()).hexdigest()
-        self._max = max_batch
-        self._pending: list[tuple[str, str, asyncio.Future[list[str]]]] = []
-
-    async def __call__(self, key: str, to: str) -> list[str]:
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._pending.append((key, to, future))
-        self._queued()
-        return await future
-
-    def _take(self) -> Coroutine[Any, Any, None] | None:
-        if not self._pending:
-            return None
-        batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-        return self._execute(batch)
-
-    async def _execute(self, batch: list[tuple[str, str, asyncio.Future[list[str]]]]) -> None:
-        keys = [key for key, _, _ in batch]
-        args = [a for _, to, _ in batch for a in (to, ",".join(ALLOWED_FROM[to]))]
-        try:
-            try:
-                flat = await self._r.evalsha(self._sha, len(keys), *keys, *args)
-            except NoScriptError:  # Redis lost its scripts (a restart): nothing ran
-                await self._r.script_load(_TRANSITION_MANY)
-                flat = await self._r.evalsha(self._sha, len(keys), *keys, *args)
-        except Exception as exc:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for n, (*_, future) in enumerate(batch):
-            if not future.done():
-                future.set_result([_s(v) for v in flat[4 * n : 4 * n + 4]])
 
 
 def _s(value: Any) -> str:
