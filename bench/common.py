@@ -151,6 +151,16 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def process_age_s(pid: int) -> float | None:
+    """Seconds since the process started (None when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return uptime - int(fields[19]) / CLK_TCK  # field 22 of stat: start time, in ticks
+
+
 def shared_pids() -> dict[str, int]:
     """Kafka and Redis are shared with others on this machine: read-only CPU sampling. The
     Redis is the one at LEANON_REDIS_URL (it tells its own pid: another redis-server may run
