@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from leanon_intake import asyncapi
+from leanon_intake.fastpath import SubmitFastPath, is_submission
 from leanon_intake.handlers import IntakeEvents, StatusProjection, SubmissionReplay
 from leanon_intake.http import BodyLimit, build_router, install_error_handlers
 from leanon_intake.ratelimit import RateLimiter
@@ -27,7 +30,20 @@ from leanon_shared.topics import Topics
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: IntakeSettings) -> FastAPI:
+class IntakeApp(FastAPI):
+    """The intake app: FastAPI, except that submissions meet `submissions` (fastpath.py) before
+    FastAPI's middleware stack, which then sees only what that hands on."""
+
+    submissions: SubmitFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.submissions is not None and is_submission(scope):
+            await self.submissions(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def create_app(settings: IntakeSettings) -> IntakeApp:
     key_to_org = settings.key_to_org()  # stops start-up without usable API keys
     topics = Topics(settings.topic_prefix)
     redis = redis_client(settings.redis_url)
@@ -93,7 +109,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     async def ready() -> dict[str, bool]:
         return {"redis": await redis_ready(redis), "kafka": await broker.ping(timeout=2)}
 
-    app = FastAPI(
+    app = IntakeApp(
         title="LeanOn intake",
         version="1",
         description="Help requests, helper profiles and answers to offers.",
@@ -112,4 +128,8 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     app.router.routes.extend(build_router(intake, key_to_org, limiter).routes)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    everything_else = functools.partial(FastAPI.__call__, app)
+    app.submissions = SubmitFastPath(
+        everything_else, intake, key_to_org, limiter, settings.max_body_bytes
+    )
     return app

@@ -1,8 +1,6 @@
 # FastAPI reads annotations at runtime, so this module does not postpone them.
 """The HTTP API of the contract: thin routes over the Intake service."""
 
-import logging
-import math
 from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
@@ -15,12 +13,12 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from leanon_intake.errors import IntakeError, Invalid, RateLimited
+from leanon_intake.errors import IntakeError, RateLimited
 from leanon_intake.ratelimit import RateLimiter
+from leanon_intake.responses import intake_error_response, unavailable_response
 from leanon_intake.service import Intake
 from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
 
-log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False)
 IdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 
@@ -166,15 +164,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_intake_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, IntakeError)
-        headers = None
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-        elif exc.status == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        if isinstance(exc, Invalid):
-            fields = [{"loc": list(exc.loc), "msg": exc.detail, "type": "value_error"}]
-            return JSONResponse({"error": exc.code, "detail": fields}, exc.status)
-        return JSONResponse({"error": exc.code, "detail": exc.detail}, exc.status, headers=headers)
+        return intake_error_response(exc)
 
     async def on_invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -182,9 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(jsonable_encoder({"error": "invalid", "detail": fields}), 422)
 
     async def on_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        log.error("dependency unavailable: %s", type(exc).__name__)
-        body = {"error": "unavailable", "detail": "a dependency is unavailable; retry later"}
-        return JSONResponse(body, 503, headers={"Retry-After": "1"})
+        return unavailable_response(exc)
 
     app.add_exception_handler(IntakeError, on_intake_error)
     app.add_exception_handler(RequestValidationError, on_invalid)
