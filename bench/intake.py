@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -33,7 +36,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import forget_prefix, histogram, log, percentiles, write_results
+from common import (
+    forget_prefix,
+    histogram,
+    log,
+    percentiles,
+    tree_cpu_seconds,
+    write_results,
+)
 from rawpipe import run_hop
 
 from leanon_shared.cloudevents import STRUCTURED_CONTENT_TYPE
@@ -153,6 +163,68 @@ async def http_step(
     }
 
 
+VEGETA = ROOT / ".run" / "bin" / "vegeta"  # built by deploy/local/vegeta.sh (make bench)
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (the vegeta runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def vegeta_path() -> str | None:
+    return str(VEGETA) if VEGETA.exists() else shutil.which("vegeta")
+
+
+def vegeta_targets(url: str, bodies: list[bytes], path: Path) -> Path:
+    headers = {"Authorization": [f"Bearer {KEY}"], "Content-Type": ["application/json"]}
+    with path.open("wb") as out:
+        for body in bodies:
+            target = {"method": "POST", "url": url, "header": headers, "body": body}
+            out.write(orjson.dumps(target, default=lambda b: base64.b64encode(b).decode()))
+            out.write(b"\n")
+    return path
+
+
+async def vegeta_step(vegeta: str, targets: Path, rate: int, seconds: float) -> dict[str, Any]:
+    """The same open-loop step, sent by vegeta (Go): hit i is due at start + i / rate, and its
+    latency counts from then (vegeta's own counts from when it sent), so queueing in the
+    generator or a stalled server shows as latency here too."""
+    attack = await asyncio.create_subprocess_exec(
+        vegeta, "attack", f"-rate={rate}/1s", f"-duration={seconds}s", "-format=json",
+        f"-targets={targets}", "-timeout=30s", "-max-connections=256",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    gob, _ = await attack.communicate()
+    encode = await asyncio.create_subprocess_exec(
+        vegeta, "encode", "--to=json", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    lines, _ = await encode.communicate(gob)
+    hits = [orjson.loads(line) for line in lines.splitlines() if line]
+    if not hits:
+        raise SystemExit("vegeta sent nothing")
+    sent = {h["seq"]: datetime.fromisoformat(h["timestamp"]).timestamp() for h in hits}
+    start = sent[min(sent)]
+    latency = histogram()
+    statuses: dict[int, int] = {}
+    finished = start
+    for hit in hits:
+        due = start + hit["seq"] / rate
+        done = sent[hit["seq"]] + hit["latency"] / 1e9
+        finished = max(finished, done)
+        latency.record_value(max(1, int((done - due) * 1_000_000)))
+        statuses[hit["code"]] = statuses.get(hit["code"], 0) + 1
+    ok = sum(n for code, n in statuses.items() if 200 <= code < 300)
+    return {
+        "offered_per_s": rate,
+        "achieved_per_s": round(ok / (finished - start), 1),
+        "generator_kept_up": max(sent.values()) - start < seconds * 1.05,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        **percentiles(latency),
+    }
+
+
 async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int) -> dict[str, Any]:
     intake_port, bare_port = free_port(), free_port()
     bodies = [orjson.dumps(submission(i)) for i in range(2000)]  # no id: each is a new request
@@ -173,6 +245,12 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
         "bare_asgi": f"http://127.0.0.1:{bare_port}/v1/requests",
     }
     results: dict[str, list[dict[str, Any]]] = {"leanon": [], "bare_asgi": []}
+    vegeta = vegeta_path()
+    log(f"HTTP load from {'vegeta' if vegeta else 'the Python generator (no vegeta)'}")
+    targets = {
+        name: vegeta_targets(url, bodies, LOGS / f"targets-{name}.jsonl")
+        for name, url in urls.items()
+    }
     connector = aiohttp.TCPConnector(limit=256)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -180,11 +258,23 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
                 await server.ready(session)
             for name in ("bare_asgi", "leanon"):
                 for rate in rates:
-                    step = await http_step(session, urls[name], rate, seconds, bodies)
+                    pid = servers[name].proc.pid
+                    cpu_before, generator_before = tree_cpu_seconds(pid), children_cpu_s()
+                    if vegeta:
+                        step = await vegeta_step(vegeta, targets[name], rate, seconds)
+                    else:
+                        step = await http_step(session, urls[name], rate, seconds, bodies)
+                    answered = max(1, sum(step["statuses"].values()))
+                    server_ms = (tree_cpu_seconds(pid) - cpu_before) * 1000 / answered
+                    step["server_cpu_ms_per_request"] = round(server_ms, 3)
+                    if vegeta:  # the generator's own cost, beside the server's
+                        generator_ms = (children_cpu_s() - generator_before) * 1000 / answered
+                        step["generator_cpu_ms_per_request"] = round(generator_ms, 3)
                     results[name].append(step)
                     log(
                         f"http {name:9} offered {rate:>6}/s achieved {step['achieved_per_s']:>8}/s "
-                        f"p50 {step['p50_ms']:>7} ms p99 {step['p99_ms']:>8} ms {step['statuses']}"
+                        f"p50 {step['p50_ms']:>7} ms p99 {step['p99_ms']:>8} ms "
+                        f"server CPU {server_ms:.3f} ms/request {step['statuses']}"
                     )
                     if step["p99_ms"] > 20 * P99_GOAL_MS or step["achieved_per_s"] < 0.8 * rate:
                         break  # saturated: higher rates only queue
@@ -192,6 +282,7 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
         for server in servers.values():
             server.stop()
     return {
+        "generator": "vegeta v12.13.0" if vegeta else "python aiohttp",
         "steps": results,
         "sustained_per_s": {name: sustained(steps) for name, steps in results.items()},
     }

@@ -18,6 +18,7 @@ done
 note_missing_infra
 trap stop_noted_infra EXIT
 "$HERE/infra.sh" up
+"$HERE/vegeta.sh"
 cd "$ROOT"
 for name in "${NAMES[@]}"; do
   log "benchmark: $name ${QUICK[*]}"
