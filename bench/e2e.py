@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from city import make_helpers, make_requests
 from common import (
-    CLK_TCK,
     NO_CONTENT,
     UNAUTHORIZED,
     HttpSink,
@@ -53,6 +52,7 @@ from common import (
     histogram,
     log,
     machine,
+    machine_busy,
     percentiles,
     process_age_s,
     shared_pids,
@@ -262,13 +262,6 @@ class Tracker:
 
 
 # -- processes, CPU and lag ------------------------------------------------------------------
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values) - idle) / CLK_TCK, sum(values) / CLK_TCK
 
 
 class CpuMeter:

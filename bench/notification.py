@@ -22,6 +22,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -42,7 +43,14 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HttpSink, forget_prefix, machine
+from common import (
+    HttpSink,
+    forget_prefix,
+    machine,
+    machine_busy,
+    shared_pids,
+    tree_cpu_seconds,
+)
 
 from leanon_notification.contacts import ContactBook
 from leanon_notification.dispatcher import topics_for
@@ -51,6 +59,7 @@ from leanon_notification.signing import verify
 from leanon_notification.webhooks import WebhookSender
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, encode, now_iso, to_json_bytes
+from leanon_shared.coalesce import CoalescingPublisher
 from leanon_shared.kafka import EventBus, ensure_topics
 from leanon_shared.models import Contact
 from leanon_shared.settings import LeanOnSettings
@@ -95,6 +104,7 @@ class Phase:
         self.duplicates = 0
         self.bad_signatures = 0
         self.h = HdrHistogram(1, 600_000_000, 3)
+        self.by_second: dict[int, list[float]] = {}  # second of arrival: latencies (ms)
 
     def stats(self) -> dict[str, Any]:
         h = self.h
@@ -109,6 +119,16 @@ class Phase:
                 for q in (50, 90, 99, 99.9)
             },
             "max_ms": round(h.get_max_value() / 1000, 2),
+            # whether a tail is a moment (a stall) or the whole phase
+            "by_second": [
+                {
+                    "second": second,
+                    "count": len(ms),
+                    "p50_ms": round(sorted(ms)[len(ms) // 2], 1),
+                    "p99_ms": round(sorted(ms)[int(len(ms) * 0.99)], 1),
+                }
+                for second, ms in sorted(self.by_second.items())
+            ],
         }
 
 
@@ -137,7 +157,9 @@ class SinkProtocol(HttpSink):
         p.ids.add(event["id"])
         p.count += 1
         p.last = now
-        p.h.record_value(max(1, int((now - event["data"]["t"]) * 1_000_000)))
+        latency_us = max(1, int((now - event["data"]["t"]) * 1_000_000))
+        p.h.record_value(latency_us)
+        p.by_second.setdefault(int(now - p.first), []).append(latency_us / 1000)
         return NO_CONTENT
 
 
@@ -219,7 +241,7 @@ def rate_of(stats: dict[str, Any]) -> float:
 
 
 def summary(stats: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    keep = ("count", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms", "duplicates")
+    keep = ("count", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms", "duplicates", "by_second")
     assert not stats["bad_signatures"], f"{stats['bad_signatures']} posts had a bad signature"
     return {k: stats[k] for k in keep} | extra
 
@@ -290,19 +312,29 @@ async def service_throughput(bus: EventBus, topic: str, sink: Sink, n: int) -> d
     return summary(stats, per_s=rate_of(stats))
 
 
+TICK_S = 0.005
+
+
 async def service_latency(
     bus: EventBus, topic: str, sink: Sink, rate: int, seconds: float, phase: str
 ) -> dict[str, Any]:
+    """Events at a fixed rate, each carrying its own intended send time. They go out every
+    TICK_S, those due by then together, one batch per partition (as a service publishing
+    events does): the wait for the tick counts as latency, and the publisher costs a fraction
+    of what a send per event did, CPU the service shares on this machine."""
     n = int(rate * seconds)
+    publish = CoalescingPublisher(bus, topic)
     start = time.time() + 0.2
-    futures = []
-    for i in range(n):
-        due = start + i / rate
-        if (wait := due - time.time()) > 0.002:
-            await asyncio.sleep(wait)
-        value, headers = encode(event(f"{phase}-{i % HELPERS}", due))
-        futures.append(await bus.kafka.send(topic, value, key=b"r%d" % (i % 64), headers=headers))
-    await asyncio.gather(*futures)
+    sent = 0
+    sends = []
+    while sent < n:
+        due_by = min(n, int((time.time() - start) * rate) + 1)
+        for i in range(sent, due_by):
+            value, headers = encode(event(f"{phase}-{i % HELPERS}", start + i / rate))
+            sends.append(asyncio.ensure_future(publish(value, b"r%d" % (i % 64), headers)))
+        sent = max(sent, due_by)
+        await asyncio.sleep(TICK_S)
+    await asyncio.gather(*sends)
     log(f"  published {n:,} events at {rate:,}/s")
     stats = await drained(sink, phase, n, 120)
     return summary(stats, rate=rate, seconds=seconds)
@@ -400,31 +432,62 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             await until(ready, 60, "the notification service")
             await settled(settings.kafka_bootstrap, group, args.workers)
+
+            shared = shared_pids()
+
+            def cpu_now() -> dict[str, float]:
+                """CPU seconds so far of each process in the run, and of the whole machine."""
+                assert sink.process.pid is not None
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                return {
+                    "service": tree_cpu_seconds(service.pid),
+                    "sink": tree_cpu_seconds(sink.process.pid),
+                    "bench (publisher)": usage.ru_utime + usage.ru_stime,
+                    **{name: tree_cpu_seconds(pid) for name, pid in shared.items()},
+                    "machine (all)": machine_busy()[0],
+                }
+
+            def cpu_per_delivery(before: dict[str, float], count: int) -> dict[str, float]:
+                now = cpu_now()
+                return {k: round((now[k] - before[k]) * 1000 / max(1, count), 3) for k in now}
+
             log(f"service: a backlog of {args.backlog:,} events")
             counted = await retried(settings.kafka_bootstrap, prefix)
+            cpu = cpu_now()
             results["service_throughput"] = await service_throughput(
                 bus, topics.events, sink, args.backlog
             )
             await caught_up(settings.kafka_bootstrap, group, topics.events)
+            results["service_throughput"]["cpu_ms_per_delivery"] = cpu_per_delivery(
+                cpu, results["service_throughput"]["count"]
+            )
             counted, before = await retried(settings.kafka_bootstrap, prefix), counted
             results["service_throughput"]["retried"] = counted - before
             log(f"  service: {results['service_throughput']['per_s']:,}/s")
             log(f"service: {args.rate:,}/s for {args.seconds} s")
+            cpu = cpu_now()
             results["service_latency"] = await service_latency(
                 bus, topics.events, sink, args.rate, args.seconds, "service-latency"
             )
             log(f"  service p99 {results['service_latency']['p99_ms']} ms")
             await caught_up(settings.kafka_bootstrap, group, topics.events)
+            results["service_latency"]["cpu_ms_per_delivery"] = cpu_per_delivery(
+                cpu, results["service_latency"]["count"]
+            )
             counted, before = await retried(settings.kafka_bootstrap, prefix), counted
             results["service_latency"]["retried"] = counted - before
             # And at half of what this machine sustained just now: latency without a backlog.
             sustained = max(50, int(results["service_throughput"]["per_s"] / 2))
             log(f"service: {sustained:,}/s (half its measured throughput) for {args.seconds} s")
+            cpu = cpu_now()
             results["service_sustained"] = await service_latency(
                 bus, topics.events, sink, sustained, args.seconds, "service-sustained"
             )
             log(f"  service p99 {results['service_sustained']['p99_ms']} ms")
             await caught_up(settings.kafka_bootstrap, group, topics.events)
+            results["service_sustained"]["cpu_ms_per_delivery"] = cpu_per_delivery(
+                cpu, results["service_sustained"]["count"]
+            )
             counted, before = await retried(settings.kafka_bootstrap, prefix), counted
             results["service_sustained"]["retried"] = counted - before
         finally:
