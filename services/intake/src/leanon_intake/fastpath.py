@@ -122,7 +122,7 @@ class SubmitFastPath:
 
 
 def is_submission(scope: Scope) -> bool:
-    return scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
+    return bool(scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST")
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes] | None:
