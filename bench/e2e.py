@@ -58,6 +58,7 @@ from common import (
     shared_pids,
     write_results,
 )
+from profiles import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = "bench"
@@ -549,7 +550,7 @@ class Profiler:
         self.out.mkdir(parents=True, exist_ok=True)
         self.spy = str(Path(sys.executable).with_name("py-spy"))
 
-    def __call__(self, rate: int, seconds: float) -> Callable[[], None]:
+    def __call__(self, rate: int, seconds: float) -> Callable[[], dict[str, Any]]:
         procs = [
             subprocess.Popen(
                 [
@@ -574,13 +575,16 @@ class Profiler:
             for svc, pid in self.pids.items()
         ]
 
-        def finish() -> None:
+        def finish() -> dict[str, Any]:
+            """Each service's profile, by library (bench/profiles.py)."""
             for proc in procs:
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
             log(f"  profiles at {rate}/s: {self.out}")
+            found = {svc: self.out / f"{svc}-{rate}.txt" for svc in self.pids}
+            return {svc: summarize(path) for svc, path in found.items() if path.exists()}
 
         return finish
 
@@ -753,7 +757,7 @@ async def run_steps(
     lag: Lag | None,
     drain_s: float,
     alive: Callable[[], bool] = lambda: True,
-    profile: Callable[[int, float], Callable[[], None]] | None = None,
+    profile: Callable[[int, float], Callable[[], dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every rate in turn (a short warm-up first) until a step saturates."""
     out: list[dict[str, Any]] = []
@@ -768,13 +772,14 @@ async def run_steps(
         cpu.start()
         watch = asyncio.create_task(progress(step, lag, f"{system} step {n}/{len(rates)}"))
         finish_profile = profile(rate, seconds) if profile else None
+        profiled: dict[str, Any] = {}
         try:
             await load.step(step, tracker)
             await drain(step, lag, drain_s, system, f"step {n}")
         finally:
             watch.cancel()
             if finish_profile:
-                finish_profile()
+                profiled = finish_profile()
         step.cpu = cpu.cores()
         # CPU per request sent: steadier than latency on a shared machine, and what a
         # change to a service's hot path moves
@@ -783,6 +788,8 @@ async def run_steps(
             for name, seconds in cpu.used().items()
         }
         summary = step.summary()
+        if profiled:
+            summary["profile"] = profiled
         out.append(summary)
         o, m = summary["offer"], summary["matched_latency"]
         log(
@@ -1146,7 +1153,33 @@ def markdown(results: dict[str, Any]) -> str:
                 f"other webhooks: {r.get('other_webhooks') or 'none'}."
                 + "".join(f"\n- {k}: {v}" for k, v in time_spent(r).items())
             )
+        lines += profile_lines(r)
     return "\n".join(lines) + "\n"
+
+
+def profile_lines(run: dict[str, Any]) -> list[str]:
+    """Where each service's samples went per profiled step (--profile), by library."""
+    lines = []
+    for s in run.get("steps", []):
+        if "profile" not in s:
+            continue
+        groups = list(dict.fromkeys(g for p in s["profile"].values() for g in p["by_group"]))
+        lines += [
+            f"\nWhere each service's samples went at {s['offered_per_s']:,}/s with "
+            f"{run['helpers']:,} helpers (py-spy; % of samples, charged to the library that "
+            "asked for the work; bench/profiles.py):",
+            "",
+            "| service | " + " | ".join(groups) + " | busiest frame (own time) |",
+            "| --- " * (len(groups) + 2) + "|",
+        ]
+        for svc, p in s["profile"].items():
+            top = p["top_frames"][0] if p["top_frames"] else [0, "-"]
+            lines.append(
+                f"| {svc} | "
+                + " | ".join(str(p["by_group"].get(g, 0.0)) for g in groups)
+                + f" | {top[1]} {top[0]}% |"
+            )
+    return lines
 
 
 # -- main ------------------------------------------------------------------------------------
