@@ -3,8 +3,8 @@
 Each sample is charged to the code that asked for the work: the innermost frame outside the
 standard library, below the process's start-up frames (uvicorn.run, asyncio.run). A `json.loads`
 called by LeanOn is LeanOn's. Two groups cut across that: writes to a socket through asyncio's
-streams (Kafka and Redis requests: on this machine a loopback write costs far more than the
-Python around it), and samples with nothing but the standard library on the stack (uvloop's own
+streams (every Kafka and Redis request; the busiest single frame of each service at moderate
+rates), and samples with nothing but the standard library on the stack (uvloop's own
 loop, which py-spy shows as `Runner.run`, and bare asyncio machinery), the event loop's.
 
     python bench/profiles.py FILE...     # a table per file
