@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,15 @@ async def consumed_to_end(infra: Infra, topic: str, group: str) -> bool:
 
 def structured(event: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
     return orjson.dumps(event), [("content-type", b"application/cloudevents+json")]
+
+
+def request_body(**changes: Any) -> dict[str, Any]:
+    """A valid POST /v1/requests body for tomorrow, with `changes` on top."""
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    body: dict[str, Any] = {
+        "skills": {"first_aid": 2},
+        "location": {"lat": 52.51, "lon": 13.39},
+        "window": {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
+        "description": "carry groceries",
+    }
+    return body | changes

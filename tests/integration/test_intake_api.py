@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from leanon_shared.offers import OfferRecord, OfferRecords
 from tests.conftest import Infra, new_prefix
-from tests.integration.intake_rig import IntakeProcess, intake_process, read_topic
+from tests.integration.intake_rig import IntakeProcess, intake_process, read_topic, request_body
 
 PUBLIC_HOOK = "https://93.184.215.14/hooks/x"
 
@@ -41,17 +41,6 @@ def helper_body(**changes: Any) -> dict[str, Any]:
         },
         "capacity": 2,
         "contact": {"webhook_url": PUBLIC_HOOK, "email": "h1@example.org"},
-    }
-    return body | changes
-
-
-def request_body(**changes: Any) -> dict[str, Any]:
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
-    body: dict[str, Any] = {
-        "skills": {"first_aid": 2},
-        "location": {"lat": 52.51, "lon": 13.39},
-        "window": {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
-        "description": "carry groceries",
     }
     return body | changes
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -24,6 +23,7 @@ from leanon_intake.app import create_app
 from leanon_intake.service import Intake
 from leanon_intake.settings import IntakeSettings
 from tests.conftest import Infra, env_for, new_prefix
+from tests.integration.intake_rig import request_body
 
 KEYS = {"alpha": "alpha-key-0123456789abcdef", "beta": "beta-key-0123456789abcdef"}
 BASE = "http://intake.test"
@@ -81,15 +81,7 @@ async def rig(infra: Infra) -> AsyncIterator[Rig]:
 
 
 def body(**changes: Any) -> dict[str, Any]:
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
-    submission: dict[str, Any] = {
-        "skills": {"first_aid": 2},
-        "location": {"lat": 52.51, "lon": 13.39},
-        "window": {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
-        "description": "carry groceries",
-        "contact": {"webhook_url": "https://93.184.215.14/hooks/r"},
-    }
-    return submission | changes
+    return request_body(contact={"webhook_url": "https://93.184.215.14/hooks/r"}) | changes
 
 
 def auth(org: str = "alpha", **extra: str) -> dict[str, str]:
