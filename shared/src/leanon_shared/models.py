@@ -28,7 +28,8 @@ from leanon_shared.languages import ISO_639_1
 
 SkillName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,40}$")]
 Level = Annotated[int, Field(ge=1, le=5)]
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"  # ids in bodies, paths, headers and events
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Urgency = Literal["low", "normal", "high", "critical"]
 HHMM = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]

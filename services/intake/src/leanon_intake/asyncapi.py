@@ -11,7 +11,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from leanon_shared import events as ev
-from leanon_shared.models import HelperProfile, RequestSubmission
+from leanon_shared.models import ID_PATTERN, HelperProfile, RequestSubmission
 from leanon_shared.topics import Topics
 
 REF = "#/components/schemas/{model}"
@@ -55,7 +55,7 @@ def _envelope(type_: str, data: dict[str, Any] | None, subject: str | None) -> d
     if subject:
         properties["subject"] = {
             "type": "string",
-            "pattern": r"^[A-Za-z0-9._:-]{1,128}$",
+            "pattern": ID_PATTERN,
             "description": subject,
         }
         required.append("subject")

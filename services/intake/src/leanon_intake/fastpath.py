@@ -29,10 +29,10 @@ from leanon_intake.errors import IntakeError, RateLimited
 from leanon_intake.ratelimit import RateLimiter
 from leanon_intake.responses import intake_error_response, unavailable_response
 from leanon_intake.service import Intake
-from leanon_shared.models import RequestSubmission
+from leanon_shared.models import ID_PATTERN, RequestSubmission
 
 PATH = "/v1/requests"
-IDENTIFIER = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+IDENTIFIER = re.compile(ID_PATTERN)
 WANTED = frozenset({b"authorization", b"content-type", b"content-length", b"idempotency-key"})
 
 
@@ -52,9 +52,7 @@ class SubmitFastPath:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not is_submission(scope):
-            await self.app(scope, receive, send)
-            return
+        """A submission (`is_submission`): answered here, or handed on to `app`."""
         seen = _headers(scope)
         org = self._org(seen) if seen is not None else None
         if (

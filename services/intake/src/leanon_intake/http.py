@@ -17,10 +17,10 @@ from leanon_intake.errors import IntakeError, RateLimited
 from leanon_intake.ratelimit import RateLimiter
 from leanon_intake.responses import intake_error_response, unavailable_response
 from leanon_intake.service import Intake
-from leanon_shared.models import HelperProfile, Identifier, RequestSubmission
+from leanon_shared.models import ID_PATTERN, HelperProfile, Identifier, RequestSubmission
 
 bearer = HTTPBearer(auto_error=False)
-IdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 class Unauthorized(IntakeError):
