@@ -178,6 +178,18 @@ def process_age_s(pid: int) -> float | None:
     return uptime - int(fields[19]) / CLK_TCK  # field 22 of stat: start time, in ticks
 
 
+# A broker started moments ago (by `make bench`, say) spends over a core warming up (most likely
+# JIT compilation) during its first minute or two of traffic: the benchmarks give one younger
+# than this some unmeasured traffic first.
+KAFKA_YOUNG_S = 300
+
+
+def kafka_age_s() -> float | None:
+    """Seconds since the local Kafka (see shared_pids) started; None when not found."""
+    pid = shared_pids().get("kafka (shared)")
+    return process_age_s(pid) if pid else None
+
+
 def shared_pids() -> dict[str, int]:
     """Kafka and Redis are shared with others on this machine: read-only CPU sampling. The
     Redis is the one at LEANON_REDIS_URL (it tells its own pid: another redis-server may run

@@ -44,17 +44,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from city import make_helpers, make_requests
 from common import (
+    KAFKA_YOUNG_S,
     NO_CONTENT,
     UNAUTHORIZED,
     HttpSink,
     cpu_seconds,
     forget_prefix,
     histogram,
+    kafka_age_s,
     log,
     machine,
     machine_busy,
     percentiles,
-    process_age_s,
     shared_pids,
     write_results,
 )
@@ -957,15 +958,13 @@ async def leanon_run(
     return result
 
 
-# A broker started moments ago (by this run, say) spends over a core warming up (most likely
-# JIT compilation) during its first minute or two of traffic: the raw ceiling runs first and
-# would pay for it. Such a broker gets this much unmeasured traffic first.
-KAFKA_YOUNG_S = 300
+# A young broker (common.KAFKA_YOUNG_S) would make the raw ceiling, which runs first, pay for
+# its warm-up: it gets this much unmeasured traffic first.
 KAFKA_WARM_UP = (1000, 30.0)  # rate, seconds
 
 
-async def warm_young_kafka(pid: int | None, load: Load, tracker: Tracker, drain_s: float) -> None:
-    age = process_age_s(pid) if pid else None
+async def warm_young_kafka(load: Load, tracker: Tracker, drain_s: float) -> None:
+    age = kafka_age_s()
     if age is None or age > KAFKA_YOUNG_S:
         return
     rate, seconds = KAFKA_WARM_UP
@@ -996,7 +995,7 @@ async def raw_run(
         consumer = asyncio.create_task(raw_consumer(args.bootstrap, pipe.topics[-1], tracker, stop))
         cpu = CpuMeter({**pipe.pids(), "bench (load+sink)": os.getpid(), **cpu_shared})
         load = Load(producer, pipe.topics[0], templates)
-        await warm_young_kafka(cpu_shared.get("kafka (shared)"), load, tracker, args.drain_s)
+        await warm_young_kafka(load, tracker, args.drain_s)
         steps = await run_steps(
             "raw aiokafka", rates, seconds, load, tracker, cpu, None, args.drain_s
         )
