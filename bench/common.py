@@ -184,10 +184,12 @@ def process_age_s(pid: int) -> float | None:
 KAFKA_YOUNG_S = 300
 
 
-def kafka_age_s() -> float | None:
-    """Seconds since the local Kafka (see shared_pids) started; None when not found."""
+def young_kafka_age() -> float | None:
+    """Seconds since the local Kafka (see shared_pids) started, when that is less than
+    KAFKA_YOUNG_S; None for an older broker, or none found."""
     pid = shared_pids().get("kafka (shared)")
-    return process_age_s(pid) if pid else None
+    age = process_age_s(pid) if pid else None
+    return age if age is not None and age < KAFKA_YOUNG_S else None
 
 
 def shared_pids() -> dict[str, int]:

@@ -44,20 +44,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from city import make_helpers, make_requests
 from common import (
-    KAFKA_YOUNG_S,
     NO_CONTENT,
     UNAUTHORIZED,
     HttpSink,
     cpu_seconds,
     forget_prefix,
     histogram,
-    kafka_age_s,
     log,
     machine,
     machine_busy,
     percentiles,
     shared_pids,
     write_results,
+    young_kafka_age,
 )
 from profiles import summarize
 
@@ -958,14 +957,14 @@ async def leanon_run(
     return result
 
 
-# A young broker (common.KAFKA_YOUNG_S) would make the raw ceiling, which runs first, pay for
+# A young broker (common.young_kafka_age) would make the raw ceiling, which runs first, pay for
 # its warm-up: it gets this much unmeasured traffic first.
 KAFKA_WARM_UP = (1000, 30.0)  # rate, seconds
 
 
 async def warm_young_kafka(load: Load, tracker: Tracker, drain_s: float) -> None:
-    age = kafka_age_s()
-    if age is None or age > KAFKA_YOUNG_S:
+    age = young_kafka_age()
+    if age is None:
         return
     rate, seconds = KAFKA_WARM_UP
     log(f"Kafka started {age:.0f} s ago: {seconds:.0f} s of unmeasured traffic at {rate}/s first")

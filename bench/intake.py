@@ -37,14 +37,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    KAFKA_YOUNG_S,
     forget_prefix,
     histogram,
-    kafka_age_s,
     log,
     percentiles,
     tree_cpu_seconds,
     write_results,
+    young_kafka_age,
 )
 from rawpipe import run_hop
 
@@ -266,8 +265,7 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
 
             for server in servers.values():
                 await server.ready(session)
-            age = kafka_age_s()
-            if age is not None and age < KAFKA_YOUNG_S:
+            if age := young_kafka_age():
                 rate, warm_s = KAFKA_WARM_UP
                 log(f"Kafka started {age:.0f} s ago: {warm_s:.0f} s of unmeasured submissions")
                 await send("leanon", rate, warm_s)

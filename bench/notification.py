@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,14 +45,13 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    KAFKA_YOUNG_S,
     HttpSink,
     forget_prefix,
-    kafka_age_s,
     machine,
     machine_busy,
     shared_pids,
     tree_cpu_seconds,
+    young_kafka_age,
 )
 
 from leanon_notification.contacts import ContactBook
@@ -127,10 +127,10 @@ class Phase:
                 {
                     "second": second,
                     "count": len(ms),
-                    "p50_ms": round(sorted(ms)[len(ms) // 2], 1),
-                    "p99_ms": round(sorted(ms)[int(len(ms) * 0.99)], 1),
+                    "p50_ms": round(ms[len(ms) // 2], 1),
+                    "p99_ms": round(ms[int(len(ms) * 0.99)], 1),
                 }
-                for second, ms in sorted(self.by_second.items())
+                for second, ms in sorted((k, sorted(v)) for k, v in self.by_second.items())
             ],
         }
 
@@ -450,56 +450,50 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "machine (all)": machine_busy()[0],
                 }
 
-            def cpu_per_delivery(before: dict[str, float], count: int) -> dict[str, float]:
-                now = cpu_now()
-                return {k: round((now[k] - before[k]) * 1000 / max(1, count), 3) for k in now}
+            counted = await retried(settings.kafka_bootstrap, prefix)
 
-            age = kafka_age_s()
-            if age is not None and age < KAFKA_YOUNG_S:
+            async def measured(phase: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+                """A phase's results, once the service has caught up on it, with the CPU every
+                process spent per delivery and the deliveries put off to a retry topic."""
+                nonlocal counted
+                before = cpu_now()
+                result = await phase
+                await caught_up(settings.kafka_bootstrap, group, topics.events)
+                now = cpu_now()
+                deliveries = max(1, result["count"])
+                result["cpu_ms_per_delivery"] = {
+                    k: round((now[k] - before[k]) * 1000 / deliveries, 3) for k in now
+                }
+                counted, earlier = await retried(settings.kafka_bootstrap, prefix), counted
+                result["retried"] = counted - earlier
+                return result
+
+            if age := young_kafka_age():
                 rate, seconds = KAFKA_WARM_UP
                 log(f"Kafka started {age:.0f} s ago: {seconds:.0f} s of unmeasured events first")
-                await service_latency(bus, topics.events, sink, rate, seconds, "warm-up")
-                await caught_up(settings.kafka_bootstrap, group, topics.events)
+                await measured(service_latency(bus, topics.events, sink, rate, seconds, "warm-up"))
 
             log(f"service: a backlog of {args.backlog:,} events")
-            counted = await retried(settings.kafka_bootstrap, prefix)
-            cpu = cpu_now()
-            results["service_throughput"] = await service_throughput(
-                bus, topics.events, sink, args.backlog
+            results["service_throughput"] = await measured(
+                service_throughput(bus, topics.events, sink, args.backlog)
             )
-            await caught_up(settings.kafka_bootstrap, group, topics.events)
-            results["service_throughput"]["cpu_ms_per_delivery"] = cpu_per_delivery(
-                cpu, results["service_throughput"]["count"]
-            )
-            counted, before = await retried(settings.kafka_bootstrap, prefix), counted
-            results["service_throughput"]["retried"] = counted - before
             log(f"  service: {results['service_throughput']['per_s']:,}/s")
             log(f"service: {args.rate:,}/s for {args.seconds} s")
-            cpu = cpu_now()
-            results["service_latency"] = await service_latency(
-                bus, topics.events, sink, args.rate, args.seconds, "service-latency"
+            results["service_latency"] = await measured(
+                service_latency(
+                    bus, topics.events, sink, args.rate, args.seconds, "service-latency"
+                )
             )
             log(f"  service p99 {results['service_latency']['p99_ms']} ms")
-            await caught_up(settings.kafka_bootstrap, group, topics.events)
-            results["service_latency"]["cpu_ms_per_delivery"] = cpu_per_delivery(
-                cpu, results["service_latency"]["count"]
-            )
-            counted, before = await retried(settings.kafka_bootstrap, prefix), counted
-            results["service_latency"]["retried"] = counted - before
             # And at half of what this machine sustained just now: latency without a backlog.
             sustained = max(50, int(results["service_throughput"]["per_s"] / 2))
             log(f"service: {sustained:,}/s (half its measured throughput) for {args.seconds} s")
-            cpu = cpu_now()
-            results["service_sustained"] = await service_latency(
-                bus, topics.events, sink, sustained, args.seconds, "service-sustained"
+            results["service_sustained"] = await measured(
+                service_latency(
+                    bus, topics.events, sink, sustained, args.seconds, "service-sustained"
+                )
             )
             log(f"  service p99 {results['service_sustained']['p99_ms']} ms")
-            await caught_up(settings.kafka_bootstrap, group, topics.events)
-            results["service_sustained"]["cpu_ms_per_delivery"] = cpu_per_delivery(
-                cpu, results["service_sustained"]["count"]
-            )
-            counted, before = await retried(settings.kafka_bootstrap, prefix), counted
-            results["service_sustained"]["retried"] = counted - before
         finally:
             await bus.stop()
             service.send_signal(signal.SIGTERM)
