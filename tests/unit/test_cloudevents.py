@@ -107,3 +107,10 @@ def test_now_iso_is_rfc3339_utc_with_milliseconds_and_current() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
     parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert before - timedelta(milliseconds=1) <= parsed <= after
+
+
+def test_now_iso_formats_a_given_instant_whatever_was_formatted_before() -> None:
+    instant = datetime(2026, 11, 27, 1, 2, 3, 456_000, tzinfo=UTC).timestamp()
+    now_iso()  # caches the current second: the given instant is in another
+    assert now_iso(instant) == "2026-11-27T01:02:03.456Z"
+    assert now_iso(instant + 60) == "2026-11-27T01:03:03.456Z"

@@ -56,10 +56,11 @@ class CloudEvent:
 _second: list[Any] = [-1, ""]  # the last whole second formatted, reused within it
 
 
-def now_iso() -> str:
-    """UTC now as RFC 3339 with milliseconds, e.g. 2026-11-27T01:02:03.456Z (formatting the
-    date once per second: this runs for every event published)."""
-    now = time.time()
+def now_iso(at: float | None = None) -> str:
+    """UTC now (or epoch seconds `at`) as RFC 3339 with milliseconds, e.g.
+    2026-11-27T01:02:03.456Z (formatting the date once per second: this runs for every event
+    published)."""
+    now = time.time() if at is None else at
     second = int(now)
     if second != _second[0]:
         _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]

@@ -389,9 +389,8 @@ def _sha(script: str) -> str:
 class CoalescingPublisher(GroupCommit):
     """Publishes records to one topic; the records of one flush go as one batch per
     partition (aiokafka's `send` cost more per record than building the report) and share one
-    acknowledgement wait. Each caller returns only once Kafka has its record. Keys go to the
-    partition aiokafka's default partitioner would choose, so a report lands beside the other
-    events of its request."""
+    acknowledgement wait (see `send_batches`). Each caller returns only once Kafka has its
+    record; a report lands beside the other events of its request."""
 
     def __init__(self, bus: EventBus, topic: str) -> None:
         self._bus = bus
@@ -414,25 +413,7 @@ class CoalescingPublisher(GroupCommit):
 
     async def _publish(self, batch: list[Pending]) -> None:
         try:
-            kafka = self._bus.kafka
-            partitions = sorted(await kafka.partitions_for(self._topic))
-            builders: dict[int, BatchBuilder] = {}
-            sends = []
-            for value, key, headers, _ in batch:
-                if key is None:  # as aiokafka's partitioner does
-                    partition = random.choice(partitions)
-                else:
-                    partition = partitions[_hash(key) % len(partitions)]
-                builder = builders.get(partition)
-                if builder is None:
-                    builder = builders[partition] = kafka.create_batch()
-                if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                    sends.append(await kafka.send_batch(builder, self._topic, partition=partition))
-                    builder = builders[partition] = kafka.create_batch()
-                    builder.append(timestamp=None, key=key, value=value, headers=headers)
-            for partition, builder in builders.items():
-                sends.append(await kafka.send_batch(builder, self._topic, partition=partition))
-            await asyncio.gather(*sends)
+            await send_batches(self._bus, self._topic, [(v, k, h) for v, k, h, _ in batch])
         except Exception as exc:
             for *_, future in batch:
                 if not future.done():
@@ -441,6 +422,33 @@ class CoalescingPublisher(GroupCommit):
         for *_, future in batch:
             if not future.done():
                 future.set_result(None)
+
+
+async def send_batches(
+    bus: EventBus, topic: str, records: Sequence[tuple[bytes, bytes | None, Headers]]
+) -> None:
+    """Send records (value, key, headers) as one Kafka batch per partition and wait until
+    Kafka has them all. Keys go to the partition aiokafka's default partitioner would choose,
+    so a record lands beside the others with its key."""
+    kafka = bus.kafka
+    partitions = sorted(await kafka.partitions_for(topic))
+    builders: dict[int, BatchBuilder] = {}
+    sends = []
+    for value, key, headers in records:
+        if key is None:  # as aiokafka's partitioner does
+            partition = random.choice(partitions)
+        else:
+            partition = partitions[_hash(key) % len(partitions)]
+        builder = builders.get(partition)
+        if builder is None:
+            builder = builders[partition] = kafka.create_batch()
+        if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            sends.append(await kafka.send_batch(builder, topic, partition=partition))
+            builder = builders[partition] = kafka.create_batch()
+            builder.append(timestamp=None, key=key, value=value, headers=headers)
+    for partition, builder in builders.items():
+        sends.append(await kafka.send_batch(builder, topic, partition=partition))
+    await asyncio.gather(*sends)
 
 
 @functools.lru_cache(maxsize=65536)
