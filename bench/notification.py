@@ -61,7 +61,7 @@ from leanon_notification.signing import verify
 from leanon_notification.webhooks import WebhookSender
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, encode, now_iso, to_json_bytes
-from leanon_shared.coalesce import send_batches
+from leanon_shared.coalesce import Headers, send_batches
 from leanon_shared.kafka import EventBus, ensure_topics
 from leanon_shared.models import Contact
 from leanon_shared.settings import LeanOnSettings
@@ -134,7 +134,7 @@ class Phase:
 
     def tally(self) -> dict[str, Any]:
         """How many posts came (not yet checked): cheap enough to poll while a phase runs."""
-        return {"count": self.count + len(self.arrivals), "first": self.first, "last": self.last}
+        return {"count": self.count + len(self.arrivals)}
 
     def stats(self) -> dict[str, Any]:
         self._check()
@@ -353,20 +353,20 @@ async def service_latency(
     service, spends them on sending alone."""
     n = int(rate * seconds)
     start = time.time() + 0.5 + n / PREBUILT_PER_S
-    records = [
-        (*encode(event(f"{phase}-{i % HELPERS}", start + i / rate)), b"r%d" % (i % 64))
-        for i in range(n)
-    ]
+    records = []
+    for i in range(n):
+        value, headers = encode(event(f"{phase}-{i % HELPERS}", start + i / rate))
+        records.append((value, b"r%d" % (i % 64), headers))
     if (late := time.time() - start) > 0:  # counted as latency: the events are late
         log(f"  building the events took {late:.2f} s longer than allowed for")
     # One send out at a time, as CoalescingPublisher does: what falls due meanwhile waits for
     # the next (aiokafka times out a batch queued behind many others for one partition).
     sent = 0
-    due: list[tuple[bytes, bytes, Any]] = []
+    due: list[tuple[bytes, bytes, Headers]] = []
     sending: asyncio.Future[None] | None = None
     while sent < n or due:
         due_by = max(sent, min(n, int((time.time() - start) * rate) + 1))
-        due += [(value, key, headers) for value, headers, key in records[sent:due_by]]
+        due += records[sent:due_by]
         sent = due_by
         if due and (sending is None or sending.done()):
             if sending is not None:

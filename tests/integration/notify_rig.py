@@ -162,22 +162,18 @@ class Rig:
     raw_reports: list[bytes] = field(default_factory=list)
 
     async def publish(self, type_: str, data: dict[str, Any], **over: Any) -> CloudEvent:
-        event = CloudEvent(
-            type=type_,
-            source=ev.SOURCE_MATCHING,
-            id=over.pop("id", str(uuid.uuid4())),
-            subject=data.get("request_id"),
-            time=over.pop("time", now_iso()),
-            data=data,
-            extensions={ev.ORG_EXTENSION: ORG},
-        )
+        event = _event(type_, data, **over)
         await self.bus.publish(self.topics.events, event, event.subject)
         return event
 
     async def offer(self, helper_id: str, **over: Any) -> CloudEvent:
-        rid = over.pop("request_id", f"r-{uuid.uuid4().hex[:8]}")
-        data = {"request_id": rid, "offer_id": f"o-{uuid.uuid4().hex[:8]}", "helper_id": helper_id}
-        return await self.publish(ev.OFFER_CREATED, data | over)
+        return await self.publish(ev.OFFER_CREATED, _offer_data(helper_id) | over)
+
+    async def offers(self, helper_id: str, n: int) -> list[CloudEvent]:
+        """n offers for one helper, sent together (a burst), each of its own request."""
+        events = [_event(ev.OFFER_CREATED, _offer_data(helper_id)) for _ in range(n)]
+        await self.bus.publish_many(self.topics.events, [(e, e.subject) for e in events])
+        return events
 
     async def helper(self, helper_id: str, timezone: str = "UTC", **contact: str) -> None:
         await self.contacts.put(ORG, "helper", helper_id, Contact(**contact), timezone)
@@ -203,6 +199,23 @@ class Rig:
 
     def dead_for(self, event: CloudEvent) -> list[ConsumerRecord[bytes, bytes]]:
         return [r for r in self.dead if orjson.loads(r.value)["id"] == event.id]
+
+
+def _event(type_: str, data: dict[str, Any], **over: Any) -> CloudEvent:
+    return CloudEvent(
+        type=type_,
+        source=ev.SOURCE_MATCHING,
+        id=over.pop("id", str(uuid.uuid4())),
+        subject=data.get("request_id"),
+        time=over.pop("time", now_iso()),
+        data=data,
+        extensions={ev.ORG_EXTENSION: ORG},
+    )
+
+
+def _offer_data(helper_id: str) -> dict[str, Any]:
+    rid = f"r-{uuid.uuid4().hex[:8]}"
+    return {"request_id": rid, "offer_id": f"o-{uuid.uuid4().hex[:8]}", "helper_id": helper_id}
 
 
 def notification_settings(infra: Infra, prefix: str, **over: Any) -> NotificationSettings:

@@ -152,6 +152,8 @@ async def test_a_burst_holds_at_most_its_share_and_a_short_queue() -> None:
         again = await asyncio.gather(*(client.send(f"{srv.url}/a", b"{}") for _ in range(3)))
     assert sum(o.delivered for o in outcomes) == 4
     assert {o.detail for o in outcomes if not o.delivered} == {"host busy"}
+    # the host answers: those turned away were never sent, and cost their delivery no attempt
+    assert not any(o.attempted for o in outcomes if not o.delivered)
     assert all(o.delivered for o in again)
     assert srv.most_open <= 3 and srv.connections <= 3
 
@@ -163,6 +165,7 @@ async def test_an_answering_host_queues_a_few_past_its_share_and_turns_the_rest_
     # 4 posting, 2 (per_host // 2) queued for a slot, 2 told "busy"
     assert sum(o.delivered for o in burst) == 6
     assert [o.detail for o in burst if not o.delivered] == ["host busy"] * 2
+    assert [o.attempted for o in burst if not o.delivered] == [False] * 2
     assert srv.most_open <= 4
 
 
@@ -181,3 +184,5 @@ async def test_a_host_that_stops_answering_turns_the_queue_away_in_time() -> Non
         assert [o.retryable for o in await asyncio.gather(*stalled)] == [True, True]
     assert queued.detail == "host busy" and 0.4 < waited < 1.5
     assert later.detail == "host busy"
+    # a host that has stopped answering is a failed attempt: the delivery backs off
+    assert queued.attempted and queued.retryable and later.attempted and later.retryable

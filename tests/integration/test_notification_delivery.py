@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import REGISTRY
 
 from leanon_notification.dispatcher import ATTEMPT_HEADER, DUE_HEADER, retry_topic
 from leanon_shared import events as ev
@@ -150,6 +151,31 @@ async def test_a_stalled_endpoint_delays_nobody_else(infra: Infra, prefix: str) 
         assert not any(r.reports(e) for e in stalled)  # still waiting on their timeout
         assert {h.event["id"] for h in rec.taken("/fine")} == {e.id for e in fine}
         rec.release()
+
+
+def deferred_so_far() -> float:
+    sample = REGISTRY.get_sample_value(
+        "leanon_notification_deliveries_total", {"channel": "webhook", "outcome": "deferred"}
+    )
+    return sample or 0.0
+
+
+async def test_a_burst_to_a_busy_but_healthy_host_spends_no_attempts(
+    infra: Infra, prefix: str
+) -> None:
+    """Two posts at once to the host and one queued: the rest of a burst of 12 find every slot
+    taken and go round the shortest retry topic, as often as it takes, without spending an
+    attempt (four would give up here) or being told of as failed."""
+    before = deferred_so_far()
+    async with receiver() as rec, rig(infra, prefix, max_in_flight_per_host=2) as r:
+        rec.script["/busy"] = [("slow", 0.3, 204)] * 12
+        await r.helper("h1", webhook_url=f"{rec.url}/busy")
+        burst = await r.offers("h1", 12)
+        reports = [await r.report(offer, "delivered", timeout=30) for offer in burst]
+        assert [report["attempts"] for report in reports] == [1] * 12
+        assert sorted(h.event["id"] for h in rec.taken("/busy")) == sorted(e.id for e in burst)
+        assert r.reports(kind="failed") == [] and r.dead == []
+    assert deferred_so_far() - before > 0  # some did find the host full
 
 
 async def test_who_hears_what(infra: Infra, prefix: str) -> None:

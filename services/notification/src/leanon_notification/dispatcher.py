@@ -9,7 +9,9 @@ One event becomes a delivery per channel of its recipient. Each delivery:
      permanent failure: notification.failed and the DLQ, at once;
      retryable: the event goes to the retry topic of the next delay (same CloudEvents id, so
      the receiver sees one event however often it is posted), or after the last attempt to
-     notification.failed and the DLQ.
+     notification.failed and the DLQ;
+     deferred (never sent: a healthy host with every slot taken): the shortest retry topic,
+     as the same attempt.
 Offsets are committed only after that (see consumer.py), so a crash before step 3 finishes
 tries again, and the sent key keeps a delivery that had succeeded from being repeated.
 Where webhooks are the only channel and no per-helper limit is set, step 1 goes to Redis with
@@ -314,6 +316,9 @@ class Dispatcher:
         return await self.email.send(messages.render(event, self.email_from, reach.contact.email))
 
     async def _after_failure(self, attempt: Attempt, outcome: Outcome) -> None:
+        if not outcome.attempted:  # nothing went out: again soon, as the same attempt
+            await self._retry(attempt, self.policy.topic_delays[0], outcome.detail)
+            return
         plan = self.policy.after(attempt.number, outcome)
         if plan is not None:
             next_try = Attempt(
@@ -393,6 +398,8 @@ def _now_ms() -> int:
 def _label(outcome: Outcome) -> str:
     if outcome.delivered:
         return "delivered"
+    if not outcome.attempted:
+        return "deferred"
     return "failed" if outcome.permanent else "retried"
 
 

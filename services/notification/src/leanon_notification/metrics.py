@@ -6,7 +6,10 @@ from prometheus_client import Counter, Histogram
 
 DELIVERIES = Counter(
     "leanon_notification_deliveries_total",
-    "Delivery attempts by channel and outcome (delivered, retried, failed, dead-lettered)",
+    (
+        "Delivery attempts by channel and outcome (delivered, retried, failed, dead-lettered;"
+        " deferred: not sent, the host's slots all taken)"
+    ),
     ["channel", "outcome"],
 )
 DELIVERY_SECONDS = Histogram(

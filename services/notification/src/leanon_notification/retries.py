@@ -17,13 +17,15 @@ from leanon_shared.settings import SettingsError
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one attempt came to. `retry_after_s` is the receiver's own wish (429/503)."""
+    """What one attempt came to. `retry_after_s` is the receiver's own wish (429/503);
+    `attempted` is False when nothing was sent at all (see `deferred`)."""
 
     delivered: bool
     permanent: bool
     detail: str
     status: int | None = None
     retry_after_s: float | None = None
+    attempted: bool = True
 
     @property
     def retryable(self) -> bool:
@@ -40,6 +42,12 @@ def permanent(detail: str, status: int | None = None) -> Outcome:
 
 def retryable(detail: str, status: int | None = None, after: float | None = None) -> Outcome:
     return Outcome(False, False, detail, status, after)
+
+
+def deferred(detail: str) -> Outcome:
+    """Not sent, through no fault of the receiver's (a healthy host with every slot taken):
+    try again soon, and spend none of the delivery's attempts on it."""
+    return Outcome(False, False, detail, attempted=False)
 
 
 def classify_http(

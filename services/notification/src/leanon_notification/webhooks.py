@@ -16,7 +16,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from leanon_notification.connections import Connections, Origin
-from leanon_notification.retries import Outcome, classify_http, permanent, retryable
+from leanon_notification.retries import Outcome, classify_http, deferred, permanent, retryable
 from leanon_notification.signing import HEADER, sign
 from leanon_shared.models import is_internal, resolved_address
 
@@ -24,6 +24,7 @@ CONTENT_TYPE = "application/cloudevents+json"
 SIGNATURE_HEADER = HEADER.encode()
 PRIVATE = "target address is private"
 BUSY_WAIT_S = 0.5
+BUSY = "host busy"
 
 
 class PrivateTarget(OSError):
@@ -110,8 +111,10 @@ class WebhookSender:
     `per_host` deliveries at once, so a dead endpoint can never take every slot. Past that a
     delivery may queue for a moment (BUSY_WAIT_S, at most `per_host // 2` of them) while the
     host is answering, as a busy but healthy receiver does; otherwise it is told "busy" and
-    retried later. So a host that stops answering holds `per_host` slots until their timeouts,
-    and half as many more for BUSY_WAIT_S at most."""
+    retried later: soon and without spending an attempt when the host answers and only its
+    queue is full, as a failed attempt when it has stopped answering. So a host that stops
+    answering holds `per_host` slots until their timeouts, and half as many more for
+    BUSY_WAIT_S at most."""
 
     def __init__(
         self,
@@ -159,8 +162,8 @@ class WebhookSender:
             return permanent(PRIVATE)
         if self._pending[host] < self._per_host:
             self._pending[host] += 1
-        elif not await self._queue_for(host):
-            return retryable("host busy")
+        elif (turned_away := await self._queue_for(host)) is not None:
+            return turned_away
         head = b"%s%s: %s\r\nContent-Length: %d\r\n\r\n" % (
             target.head,
             SIGNATURE_HEADER,
@@ -178,16 +181,20 @@ class WebhookSender:
         finally:
             self._release(host)
 
-    async def _queue_for(self, host: str) -> bool:
-        """Wait for a slot at a busy host, if it is answering; True once the slot is ours."""
+    async def _queue_for(self, host: str) -> Outcome | None:
+        """Wait for a slot at a busy host, if it is answering; None once the slot is ours,
+        else why not: a host that answers but has its queue full too is `deferred` (nothing
+        is wrong with it), one that is stalled or too slow to free a slot costs an attempt."""
         loop = asyncio.get_running_loop()
         queue = self._queued.setdefault(host, collections.deque())
         # A host first busy now gets the same grace as one that answered just now; one that
         # has not answered for BUSY_WAIT_S is taken to be stalled.
         now = loop.time()
         answering = now - self._answered.setdefault(host, now) < BUSY_WAIT_S
-        if not answering or len(queue) >= self._per_host // 2:
-            return False
+        if not answering:
+            return retryable(BUSY)
+        if len(queue) >= self._per_host // 2:
+            return deferred(BUSY)
         turn: asyncio.Future[None] = loop.create_future()
         queue.append(turn)
         try:
@@ -197,12 +204,12 @@ class WebhookSender:
             # Handed a slot just as time ran out: it is ours all the same (and must be used
             # or given back), else we leave the queue.
             if not (turn.done() and not turn.cancelled()):
-                return False
+                return retryable(BUSY)
         except BaseException:  # cancelled (a shutdown): a slot handed to us goes on
             if turn.done() and not turn.cancelled():
                 self._release(host)
             raise
-        return True
+        return None
 
     def _release(self, host: str) -> None:
         """A post ended: its slot goes to the next delivery queued for the host, if any."""
