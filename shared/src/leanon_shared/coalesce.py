@@ -17,7 +17,7 @@ import asyncio
 import functools
 import hashlib
 import random
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -413,7 +413,7 @@ class CoalescingPublisher(GroupCommit):
 
     async def _publish(self, batch: list[Pending]) -> None:
         try:
-            await send_batches(self._bus, self._topic, [(v, k, h) for v, k, h, _ in batch])
+            await send_batches(self._bus, self._topic, ((v, k, h) for v, k, h, _ in batch))
         except Exception as exc:
             for *_, future in batch:
                 if not future.done():
@@ -425,7 +425,7 @@ class CoalescingPublisher(GroupCommit):
 
 
 async def send_batches(
-    bus: EventBus, topic: str, records: Sequence[tuple[bytes, bytes | None, Headers]]
+    bus: EventBus, topic: str, records: Iterable[tuple[bytes, bytes | None, Headers]]
 ) -> None:
     """Send records (value, key, headers) as one Kafka batch per partition and wait until
     Kafka has them all. Keys go to the partition aiokafka's default partitioner would choose,
