@@ -49,6 +49,7 @@ from common import (
     forget_prefix,
     machine,
     machine_busy,
+    quiet_gc,
     shared_pids,
     tree_cpu_seconds,
     young_kafka_age,
@@ -138,6 +139,7 @@ class Phase:
 
     def stats(self) -> dict[str, Any]:
         self._check()
+        quiet_gc()  # the phase is over: collect now rather than during the next one
         h = self.h
         return {
             "count": self.count,
@@ -188,6 +190,8 @@ class SinkProtocol(HttpSink):
 
 
 def sink_main(port: int) -> None:
+    quiet_gc()
+
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         await loop.create_server(SinkProtocol, "127.0.0.1", port, backlog=4096)
@@ -290,21 +294,31 @@ async def raw_throughput(sink: Sink, n: int, in_flight: int) -> dict[str, Any]:
     return summary(stats, per_s=rate_of(stats), failed=n - sum(done))
 
 
+TICK_S = 0.005
+# How fast this machine builds the paced phase's events, with room to spare (~40,000/s).
+PREBUILT_PER_S = 10_000
+
+
 async def raw_latency(sink: Sink, rate: int, seconds: float) -> dict[str, Any]:
+    """The same posts on the service's schedule: bodies built before the clock starts, and
+    every TICK_S those due by then go out (never early), so the two latencies compare."""
     # No per-host cap and a long timeout: every post waits its turn for one of the same 200
     # connections, so an overload shows as latency rather than as posts refused.
     client = WebhookSender(SECRET.encode(), frozenset({"127.0.0.1"}), 120.0, per_host=10**9)
     await client.start()
     n = int(rate * seconds)
+    start = time.time() + 0.5 + n / PREBUILT_PER_S
+    posts = [
+        (f"{sink.url}/raw-latency/h{i % HELPERS}", to_json_bytes(event(f"h{i % HELPERS}", due)))
+        for i, due in ((i, start + i / rate) for i in range(n))
+    ]
     tasks = []
-    start = time.time() + 0.2
-    for i in range(n):
-        due = start + i / rate
-        if (wait := due - time.time()) > 0.002:
-            await asyncio.sleep(wait)
-        body = to_json_bytes(event(f"h{i % HELPERS}", due))
-        url = f"{sink.url}/raw-latency/h{i % HELPERS}"
-        tasks.append(asyncio.create_task(client.send(url, body)))
+    sent = 0
+    while sent < n:
+        due_by = max(sent, min(n, int((time.time() - start) * rate) + 1))
+        tasks += [asyncio.create_task(client.send(url, body)) for url, body in posts[sent:due_by]]
+        sent = due_by
+        await asyncio.sleep(TICK_S)
     outcomes = await asyncio.gather(*tasks)
     await client.stop()
     ok = sum(o.delivered for o in outcomes)
@@ -321,26 +335,26 @@ async def seed_contacts(redis: Redis, prefix: str, sink: Sink, phase: str) -> No
 
 
 async def service_throughput(bus: EventBus, topic: str, sink: Sink, n: int) -> dict[str, Any]:
+    """A backlog of `n` events, built first and then published as fast as Kafka takes them,
+    so that the publisher spends the two cores the service shares with it on sending alone
+    (building the events while publishing held back the service's first seconds)."""
     phase = "service-throughput"
-    sent = 0
-    while sent < n:
-        chunk = min(2000, n - sent)
-        # Keyed like matching's events (by request), spread over every partition: one key would
-        # put the whole backlog on one partition, so on one consumer of one worker.
-        batch = [
-            (event(f"{phase}-{(sent + i) % HELPERS}", time.time()), f"r{(sent + i) % 64}")
-            for i in range(chunk)
-        ]
-        await bus.publish_many(topic, batch)
-        sent += chunk
-    log(f"  published a backlog of {n:,} events")
+    # Keyed like matching's events (by request), spread over every partition: one key would
+    # put the whole backlog on one partition, so on one consumer of one worker.
+    records = []
+    for i in range(n):
+        value, headers = encode(event(f"{phase}-{i % HELPERS}", time.time()))
+        records.append((value, b"r%d" % (i % 64), headers))
+    began = time.monotonic()
+    for sent in range(0, n, BACKLOG_CHUNK):
+        await send_batches(bus, topic, records[sent : sent + BACKLOG_CHUNK])
+    log(f"  published a backlog of {n:,} events in {time.monotonic() - began:.2f} s")
     stats = await drained(sink, phase, n, 300)
     return summary(stats, per_s=rate_of(stats))
 
 
-TICK_S = 0.005
-# How fast this machine builds the paced phase's events, with room to spare (~40,000/s).
-PREBUILT_PER_S = 10_000
+# Records per send_batches call: aiokafka times out batches queued many deep on a partition.
+BACKLOG_CHUNK = 4000
 
 
 async def service_latency(
@@ -451,10 +465,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"prefix": prefix, "workers": args.workers}
     try:
         log(f"raw baseline: {args.backlog:,} posts, then {args.rate:,}/s for {args.seconds} s")
-        results["raw_throughput"] = await raw_throughput(
-            sink, args.backlog, 500
-        )  # the per-host cap
+        quiet_gc()
+        # 500 in flight: the service's per-host cap
+        results["raw_throughput"] = await raw_throughput(sink, args.backlog, 500)
         log(f"  raw: {results['raw_throughput']['per_s']:,}/s")
+        quiet_gc()
         results["raw_latency"] = await raw_latency(sink, args.rate, args.seconds)
         log(f"  raw p99 {results['raw_latency']['p99_ms']} ms")
 
@@ -494,6 +509,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 """A phase's results, once the service has caught up on it, with the CPU every
                 process spent per delivery and the deliveries put off to a retry topic."""
                 nonlocal counted
+                quiet_gc()
                 before = cpu_now()
                 result = await phase
                 await caught_up(settings.kafka_bootstrap, group, topics.events)
