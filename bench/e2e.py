@@ -54,6 +54,7 @@ from common import (
     machine,
     machine_busy,
     percentiles,
+    quiet_gc,
     shared_pids,
     write_results,
     young_kafka_age,
@@ -762,6 +763,7 @@ async def run_steps(
     """Every rate in turn (a short warm-up first) until a step saturates."""
     out: list[dict[str, Any]] = []
     warm = Step(system, rates[0], min(2.0, seconds))
+    quiet_gc()
     await load.step(warm, tracker)
     await drain(warm, lag, min(drain_s, 5), system, "warm-up")
     for n, rate in enumerate(rates, 1):
@@ -769,6 +771,7 @@ async def run_steps(
             log(f"{system}: a service process has exited; stopping the steps")
             break
         step = Step(system, rate, seconds)
+        quiet_gc()  # this process paces the load and is the sink: no collection mid-step
         cpu.start()
         watch = asyncio.create_task(progress(step, lag, f"{system} step {n}/{len(rates)}"))
         finish_profile = profile(rate, seconds) if profile else None
