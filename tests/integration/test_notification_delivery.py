@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import REGISTRY
 
 from leanon_notification.dispatcher import ATTEMPT_HEADER, DUE_HEADER, retry_topic
@@ -17,7 +17,7 @@ from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, encode, now_iso
 from leanon_shared.kafka import ERROR_DETAIL_HEADER, ERROR_HEADER
 from leanon_shared.models import Contact
-from tests.conftest import Infra, free_port, wait_for
+from tests.conftest import Infra, free_port, tap, wait_for
 from tests.integration.notify_rig import ORG, receiver, rig
 
 TOLERANCE = 0.05  # clocks and topic timestamps are in milliseconds
@@ -176,6 +176,35 @@ async def test_a_burst_to_a_busy_but_healthy_host_spends_no_attempts(
         assert sorted(h.event["id"] for h in rec.taken("/busy")) == sorted(e.id for e in burst)
         assert r.reports(kind="failed") == [] and r.dead == []
     assert deferred_so_far() - before > 0  # some did find the host full
+
+
+async def test_a_busy_host_that_answers_gets_its_put_off_deliveries_back_when_it_has_room(
+    infra: Infra, prefix: str
+) -> None:
+    """A delivery put off by a host whose slots are all taken is due again about when the host
+    should have worked through what it holds (its time between answers times that), rather
+    than after the shortest retry delay, here 2 s: a burst to one platform's endpoint ends
+    sooner, still without spending an attempt."""
+    due_in_ms: list[int] = []
+
+    def on_retry(record: ConsumerRecord[bytes, bytes]) -> None:
+        due_in_ms.append(int(dict(record.headers)[DUE_HEADER]) - record.timestamp)
+
+    async with (
+        receiver() as rec,
+        rig(infra, prefix, max_in_flight_per_host=2, retry_delays_s="2,4") as r,
+        tap(infra, [retry_topic(prefix, 2.0)], on_retry),
+    ):
+        rec.script["/busy"] = [("slow", 0.1, 204)] * 40
+        await r.helper("h1", webhook_url=f"{rec.url}/busy")
+        burst = await r.offers("h1", 40)
+        reports = [await r.report(offer, "delivered", timeout=30) for offer in burst]
+        assert [report["attempts"] for report in reports] == [1] * 40
+        assert sorted(h.event["id"] for h in rec.taken("/busy")) == sorted(e.id for e in burst)
+    assert due_in_ms, "no delivery was put off"
+    # BUSY_WAIT_S (0.5 s) until the host has answered twice; then 3 held x ~0.05 s apart
+    assert max(due_in_ms) <= 600, due_in_ms
+    assert min(due_in_ms) < 400, due_in_ms
 
 
 async def test_who_hears_what(infra: Infra, prefix: str) -> None:

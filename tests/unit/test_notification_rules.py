@@ -12,9 +12,12 @@ from leanon_notification.limits import QuietHours
 from leanon_notification.messages import render
 from leanon_notification.reporter import REPORT_NAMESPACE, Report, report_id
 from leanon_notification.retries import (
+    MIN_DEFER_S,
     Retry,
     RetryPolicy,
+    again_in,
     classify_http,
+    deferred,
     delay_name,
     parse_retry_after,
     retryable,
@@ -75,6 +78,14 @@ def test_retry_after_picks_a_topic_at_least_that_long_capped_at_the_longest() ->
     assert policy.after(1, retryable("http 429", 429, after=3)) == Retry(5)
     assert policy.after(1, retryable("http 429", 429, after=0.5)) == Retry(1)
     assert policy.after(1, retryable("http 429", 429, after=3600)) == Retry(30)
+
+
+def test_a_delivery_never_sent_goes_again_when_its_host_should_have_room() -> None:
+    assert again_in(deferred("host busy", after=0.3), 1.0) == 0.3
+    assert again_in(deferred("host busy", after=7.5), 1.0) == 1.0  # never past the shortest
+    assert again_in(deferred("host busy", after=0.0001), 1.0) == MIN_DEFER_S  # nor hot
+    assert again_in(deferred("host busy"), 1.0) == 1.0  # not known: a round of the shortest
+    assert not deferred("host busy", after=0.3).attempted
 
 
 def test_retry_topics_one_per_distinct_delay() -> None:

@@ -37,7 +37,7 @@ from leanon_notification.contacts import ContactBook, Reach, Unknown
 from leanon_notification.holdback import Holdback
 from leanon_notification.limits import OfferLimits
 from leanon_notification.reporter import Recipient, Report, Reporter
-from leanon_notification.retries import Outcome, RetryPolicy, delay_name, retryable
+from leanon_notification.retries import Outcome, RetryPolicy, again_in, delay_name, retryable
 from leanon_notification.smtp import EmailSender
 from leanon_notification.webhooks import WebhookSender
 from leanon_shared import cloudevents
@@ -317,7 +317,8 @@ class Dispatcher:
 
     async def _after_failure(self, attempt: Attempt, outcome: Outcome) -> None:
         if not outcome.attempted:  # nothing went out: again soon, as the same attempt
-            await self._retry(attempt, self.policy.topic_delays[0], outcome.detail)
+            shortest = self.policy.topic_delays[0]
+            await self._retry(attempt, shortest, outcome.detail, again_in(outcome, shortest))
             return
         plan = self.policy.after(attempt.number, outcome)
         if plan is not None:
@@ -335,11 +336,15 @@ class Dispatcher:
         report = Report(False, channel, attempt.number, latency, reason, outcome.status)
         await self.report(attempt.event, attempt.to, report)
 
-    async def _retry(self, attempt: Attempt, delay_s: float, why: str) -> None:
+    async def _retry(
+        self, attempt: Attempt, delay_s: float, why: str, due_in_s: float | None = None
+    ) -> None:
+        """To the retry topic of `delay_s`, due that long from now (or `due_in_s`)."""
         value, headers = cloudevents.encode(attempt.event)
+        due_ms = _now_ms() + int((delay_s if due_in_s is None else due_in_s) * 1000)
         headers += [
             (ATTEMPT_HEADER, str(attempt.number).encode()),
-            (DUE_HEADER, str(_now_ms() + int(delay_s * 1000)).encode()),
+            (DUE_HEADER, str(due_ms).encode()),
             (CHANNEL_HEADER, attempt.channel.encode()),
             (FIRST_HEADER, str(attempt.first_ms).encode()),
             (ERROR_DETAIL_HEADER, why[:300].encode()),

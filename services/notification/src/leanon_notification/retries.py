@@ -3,7 +3,9 @@
 Pure: no Kafka, no HTTP. A retryable failure goes to the retry topic whose delay is the
 smallest one at least as long as the wait needed (the next delay in the schedule, or a longer
 Retry-After), so within one retry topic every record falls due in the order it was written and a
-consumer can pause a partition until its head is due.
+consumer can pause a partition until its head is due. (A delivery that was never sent, `deferred`,
+may be due sooner than the records ahead of it in the shortest topic; it waits for them, so it
+is never handled early, at worst as late as the topic's delay.)
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ def retryable(detail: str, status: int | None = None, after: float | None = None
     return Outcome(False, False, detail, status, after)
 
 
-def deferred(detail: str) -> Outcome:
+def deferred(detail: str, after: float | None = None) -> Outcome:
     """Not sent, through no fault of the receiver's (a healthy host with every slot taken):
-    try again soon, and spend none of the delivery's attempts on it."""
-    return Outcome(False, False, detail, attempted=False)
+    try again soon (`after`: when the host should have room, if known), and spend none of the
+    delivery's attempts on it."""
+    return Outcome(False, False, detail, retry_after_s=after, attempted=False)
 
 
 def classify_http(
@@ -122,6 +125,18 @@ class RetryPolicy:
             if delay >= wait:
                 return Retry(delay)
         return Retry(self.topic_delays[-1])
+
+
+MIN_DEFER_S = 0.05
+
+
+def again_in(outcome: Outcome, shortest_s: float) -> float:
+    """When a delivery that was never sent goes again: when its host should have room, but not
+    sooner than MIN_DEFER_S (each round costs a Kafka record) nor later than the shortest retry
+    delay, the round it takes when that is not known."""
+    if outcome.retry_after_s is None:
+        return shortest_s
+    return min(max(outcome.retry_after_s, MIN_DEFER_S), shortest_s)
 
 
 def delay_name(delay_s: float) -> str:

@@ -25,6 +25,8 @@ SIGNATURE_HEADER = HEADER.encode()
 PRIVATE = "target address is private"
 BUSY_WAIT_S = 0.5
 BUSY = "host busy"
+GAP_WEIGHT = 0.05  # each answer's weight in its host's mean time between answers
+PACED_HOSTS = 10_000  # hosts whose pace is remembered (forgotten all at once past that)
 
 
 class PrivateTarget(OSError):
@@ -131,6 +133,9 @@ class WebhookSender:
         self._pending: Counter[str] = Counter()
         self._queued: dict[str, collections.deque[asyncio.Future[None]]] = {}
         self._answered: dict[str, float] = {}  # host: loop time of its latest answer
+        # host: loop time of its latest answer, and the mean time between its answers while
+        # busy; kept when it goes idle, so that its next burst starts from its known pace
+        self._pace: dict[str, tuple[float, float | None]] = {}
         self._resolver = resolver
         self._connections: Connections | None = None
 
@@ -172,7 +177,7 @@ class WebhookSender:
         )
         try:
             answer = await self._connections.post(target.origin, head, body, self._timeout_s)
-            self._answered[host] = asyncio.get_running_loop().time()
+            self._note_answer(host)
             return classify_http(answer.status, answer.retry_after)
         except PrivateTarget:
             return permanent(PRIVATE)
@@ -194,7 +199,7 @@ class WebhookSender:
         if not answering:
             return retryable(BUSY)
         if len(queue) >= self._per_host // 2:
-            return deferred(BUSY)
+            return deferred(BUSY, after=self._room_in(host, len(queue)))
         turn: asyncio.Future[None] = loop.create_future()
         queue.append(turn)
         try:
@@ -210,6 +215,24 @@ class WebhookSender:
                 self._release(host)
             raise
         return None
+
+    def _note_answer(self, host: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self._answered[host] = now
+        last, gap = self._pace.get(host, (now, None))
+        if 0 < now - last < BUSY_WAIT_S:  # a pause longer than that is idleness, not pace
+            gap = now - last if gap is None else gap + (now - last - gap) * GAP_WEIGHT
+        if len(self._pace) >= PACED_HOSTS and host not in self._pace:
+            self._pace.clear()
+        self._pace[host] = (now, gap)
+
+    def _room_in(self, host: str, queued: int) -> float:
+        """About how long the host will take to answer what it holds and what waits for it,
+        from its time between answers while busy (BUSY_WAIT_S until that is known)."""
+        gap = self._pace.get(host, (0.0, None))[1]
+        if gap is None:
+            return BUSY_WAIT_S
+        return (self._pending[host] + queued) * gap
 
     def _release(self, host: str) -> None:
         """A post ended: its slot goes to the next delivery queued for the host, if any."""
