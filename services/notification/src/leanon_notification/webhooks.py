@@ -219,9 +219,11 @@ class WebhookSender:
     def _note_answer(self, host: str) -> None:
         now = asyncio.get_running_loop().time()
         self._answered[host] = now
-        last, gap = self._pace.get(host, (now, None))
-        if 0 < now - last < BUSY_WAIT_S:  # a pause longer than that is idleness, not pace
-            gap = now - last if gap is None else gap + (now - last - gap) * GAP_WEIGHT
+        gap = None
+        if (pace := self._pace.get(host)) is not None:
+            last, gap = pace
+            if now - last < BUSY_WAIT_S:  # a longer pause is idleness, not pace
+                gap = now - last if gap is None else gap + (now - last - gap) * GAP_WEIGHT
         if len(self._pace) >= PACED_HOSTS and host not in self._pace:
             self._pace.clear()
         self._pace[host] = (now, gap)
