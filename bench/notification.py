@@ -299,6 +299,22 @@ TICK_S = 0.005
 PREBUILT_PER_S = 10_000
 
 
+class Schedule:
+    """n sends at `rate` a second, the first once all n can have been built: send i is due at
+    `due(i)`, and `due_by(sent)` says how many are due now (never early)."""
+
+    def __init__(self, rate: int, n: int) -> None:
+        self.rate = rate
+        self.n = n
+        self.start = time.time() + 0.5 + n / PREBUILT_PER_S
+
+    def due(self, i: int) -> float:
+        return self.start + i / self.rate
+
+    def due_by(self, sent: int) -> int:
+        return max(sent, min(self.n, int((time.time() - self.start) * self.rate) + 1))
+
+
 async def raw_latency(sink: Sink, rate: int, seconds: float) -> dict[str, Any]:
     """The same posts on the service's schedule: bodies built before the clock starts, and
     every TICK_S those due by then go out (never early), so the two latencies compare."""
@@ -307,15 +323,15 @@ async def raw_latency(sink: Sink, rate: int, seconds: float) -> dict[str, Any]:
     client = WebhookSender(SECRET.encode(), frozenset({"127.0.0.1"}), 120.0, per_host=10**9)
     await client.start()
     n = int(rate * seconds)
-    start = time.time() + 0.5 + n / PREBUILT_PER_S
+    schedule = Schedule(rate, n)
     posts = [
         (f"{sink.url}/raw-latency/h{i % HELPERS}", to_json_bytes(event(f"h{i % HELPERS}", due)))
-        for i, due in ((i, start + i / rate) for i in range(n))
+        for i, due in enumerate(map(schedule.due, range(n)))
     ]
     tasks = []
     sent = 0
     while sent < n:
-        due_by = max(sent, min(n, int((time.time() - start) * rate) + 1))
+        due_by = schedule.due_by(sent)
         tasks += [asyncio.create_task(client.send(url, body)) for url, body in posts[sent:due_by]]
         sent = due_by
         await asyncio.sleep(TICK_S)
@@ -366,12 +382,12 @@ async def service_latency(
     clock starts, so that the publisher, which shares this machine's two cores with the
     service, spends them on sending alone."""
     n = int(rate * seconds)
-    start = time.time() + 0.5 + n / PREBUILT_PER_S
+    schedule = Schedule(rate, n)
     records = []
     for i in range(n):
-        value, headers = encode(event(f"{phase}-{i % HELPERS}", start + i / rate))
+        value, headers = encode(event(f"{phase}-{i % HELPERS}", schedule.due(i)))
         records.append((value, b"r%d" % (i % 64), headers))
-    if (late := time.time() - start) > 0:  # counted as latency: the events are late
+    if (late := time.time() - schedule.start) > 0:  # counted as latency: the events are late
         log(f"  building the events took {late:.2f} s longer than allowed for")
     # One send out at a time, as CoalescingPublisher does: what falls due meanwhile waits for
     # the next (aiokafka times out a batch queued behind many others for one partition).
@@ -379,7 +395,7 @@ async def service_latency(
     due: list[tuple[bytes, bytes, Headers]] = []
     sending: asyncio.Future[None] | None = None
     while sent < n or due:
-        due_by = max(sent, min(n, int((time.time() - start) * rate) + 1))
+        due_by = schedule.due_by(sent)
         due += records[sent:due_by]
         sent = due_by
         if due and (sending is None or sending.done()):
