@@ -3,7 +3,10 @@ measured in the same run.
 
 HTTP: an open-loop load generator sends POST /v1/requests at stepped rates; each request's
 latency counts from its intended send time, so a stalled server cannot hide queueing
-(coordinated omission). The baseline is a bare ASGI endpoint on the same server stack.
+(coordinated omission). Two baselines on the same server stack: a bare ASGI endpoint (HTTP
+alone), and the minimal intake (bench/minimal_intake.py: HTTP, the Kafka publish and the Redis
+status that every accepted submission needs, nothing else), which is the floor for any intake
+built on this stack on this machine.
 
 CloudEvents: N org.leanon.request.submitted events are produced to {prefix}intake and timed
 until intake has committed them all; the baseline is a raw aiokafka consumer that does the same
@@ -40,7 +43,9 @@ from common import (
     forget_prefix,
     histogram,
     log,
+    machine_busy,
     percentiles,
+    shared_pids,
     tree_cpu_seconds,
     write_results,
     young_kafka_age,
@@ -82,7 +87,8 @@ class Process:
 
     def __init__(self, args: list[str], env: dict[str, str], ready_url: str) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
-        self.log = LOGS / f"{Path(args[-1]).name}-{ready_url.split(':')[2].split('/')[0]}.log"
+        name = args[2] if args[1] == "-m" else Path(args[1]).stem
+        self.log = LOGS / f"{name}-{ready_url.split(':')[2].split('/')[0]}.log"
         with self.log.open("ab") as out:  # a file, never a pipe nobody drains
             self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=out)
         self.ready_url = ready_url
@@ -228,32 +234,41 @@ async def vegeta_step(vegeta: str, targets: Path, rate: int, seconds: float) -> 
     }
 
 
+# The servers of the HTTP phase: LeanOn, and two floors on the same stack that say what part
+# of LeanOn's cost is its own: a bare endpoint (HTTP alone) and the minimal intake (HTTP, the
+# Kafka publish and the Redis status every accepted submission needs, and nothing else).
+SERVERS = {
+    "bare_asgi": ("bare ASGI (HTTP alone)", "bench/bare_asgi.py"),
+    "minimal": ("minimal intake (HTTP + Kafka + Redis)", "bench/minimal_intake.py"),
+    "leanon": ("LeanOn intake", None),
+}
+
+
 async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int) -> dict[str, Any]:
-    intake_port, bare_port = free_port(), free_port()
     bodies = [orjson.dumps(submission(i)) for i in range(2000)]  # no id: each is a new request
-    servers = {
-        "leanon": Process(
-            [sys.executable, "-m", "leanon_intake"],
-            env_for(prefix, LEANON_INTAKE_PORT=intake_port, LEANON_INTAKE_WORKERS=workers),
-            f"http://127.0.0.1:{intake_port}/readyz",
-        ),
-        "bare_asgi": Process(
-            [sys.executable, str(ROOT / "bench/bare_asgi.py"), str(bare_port)],
-            env_for(prefix),
-            f"http://127.0.0.1:{bare_port}/",
-        ),
-    }
-    urls = {
-        "leanon": f"http://127.0.0.1:{intake_port}/v1/requests",
-        "bare_asgi": f"http://127.0.0.1:{bare_port}/v1/requests",
-    }
-    results: dict[str, list[dict[str, Any]]] = {"leanon": [], "bare_asgi": []}
+    servers: dict[str, Process] = {}
+    urls: dict[str, str] = {}
+    for name, (_, script) in SERVERS.items():
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        urls[name] = f"{base}/v1/requests"
+        if script is None:
+            args = [sys.executable, "-m", "leanon_intake"]
+            env = env_for(prefix, LEANON_INTAKE_PORT=port, LEANON_INTAKE_WORKERS=workers)
+            servers[name] = Process(args, env, f"{base}/readyz")
+        else:
+            # the same number of processes as LeanOn's (bare ASGI: always one)
+            args = [sys.executable, str(ROOT / script), str(port), str(workers)]
+            env = env_for(prefix, PYTHONPATH=ROOT / "bench")
+            servers[name] = Process(args, env, f"{base}/")
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
     vegeta = vegeta_path()
     log(f"HTTP load from {'vegeta' if vegeta else 'the Python generator (no vegeta)'}")
     targets = {
         name: vegeta_targets(url, bodies, LOGS / f"targets-{name}.jsonl")
         for name, url in urls.items()
     }
+    shared = shared_pids()
     connector = aiohttp.TCPConnector(limit=256)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -269,14 +284,20 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
                 rate, warm_s = KAFKA_WARM_UP
                 log(f"Kafka started {age:.0f} s ago: {warm_s:.0f} s of unmeasured submissions")
                 await send("leanon", rate, warm_s)
-            for name in ("bare_asgi", "leanon"):
+            for name in SERVERS:
                 for rate in rates:
                     pid = servers[name].proc.pid
-                    cpu_before, generator_before = tree_cpu_seconds(pid), children_cpu_s()
+                    cpu_before, generator_before = cpu_now(pid, shared), children_cpu_s()
                     step = await send(name, rate, seconds)
+                    cpu_after = cpu_now(pid, shared)
                     answered = max(1, sum(step["statuses"].values()))
-                    server_ms = (tree_cpu_seconds(pid) - cpu_before) * 1000 / answered
-                    step["server_cpu_ms_per_request"] = round(server_ms, 3)
+                    per_request = {
+                        k: round((cpu_after[k] - cpu_before[k]) * 1000 / answered, 3)
+                        for k in cpu_before
+                    }
+                    server_ms = per_request.pop("server")
+                    step["server_cpu_ms_per_request"] = server_ms
+                    step["cpu_ms_per_request"] = per_request  # Kafka, Redis, whole machine
                     if vegeta:  # the generator's own cost, beside the server's
                         generator_ms = (children_cpu_s() - generator_before) * 1000 / answered
                         step["generator_cpu_ms_per_request"] = round(generator_ms, 3)
@@ -295,6 +316,19 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
         "generator": "vegeta v12.13.0" if vegeta else "python aiohttp",
         "steps": results,
         "sustained_per_s": {name: sustained(steps) for name, steps in results.items()},
+        "saturated_per_s": {
+            name: max((s["achieved_per_s"] for s in steps), default=0.0)
+            for name, steps in results.items()
+        },
+    }
+
+
+def cpu_now(server: int, shared: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of the server, of Kafka and Redis, and of the whole machine."""
+    return {
+        "server": tree_cpu_seconds(server),
+        **{name.split()[0]: tree_cpu_seconds(pid) for name, pid in shared.items()},
+        "machine": machine_busy()[0],
     }
 
 
@@ -426,9 +460,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name, color in (("leanon", "tab:green"), ("bare_asgi", "tab:gray")):
-        steps = results["http"]["steps"][name]
-        label = "LeanOn intake" if name == "leanon" else "bare ASGI (same stack)"
+    colors = {"leanon": "tab:green", "minimal": "tab:blue", "bare_asgi": "tab:gray"}
+    for name, steps in results["http"]["steps"].items():
+        color, label = colors.get(name, "tab:orange"), SERVERS.get(name, (name,))[0]
         offered = [s["offered_per_s"] for s in steps]
         for pct, style in (("p99_ms", "-o"), ("p50_ms", ":o")):
             latencies = [s[pct] for s in steps]
@@ -498,7 +532,7 @@ def main() -> None:
     ce = results["cloudevents"]
     print(
         f"HTTP sustained with p99 < {P99_GOAL_MS} ms: LeanOn {s['leanon']:,.0f}/s, "
-        f"bare ASGI {s['bare_asgi']:,.0f}/s\n"
+        f"minimal intake {s['minimal']:,.0f}/s, bare ASGI {s['bare_asgi']:,.0f}/s\n"
         f"CloudEvents: LeanOn {ce['leanon']['per_s']:,}/s, "
         f"raw aiokafka hop {ce['raw_aiokafka']['per_s']:,}/s ({ce['fraction_of_raw']:.0%})"
     )
