@@ -1,6 +1,9 @@
 """Notification benchmark: signed webhooks delivered per second to a local sink, and latency
 from an event's time to its delivery, beside a raw baseline measured in the same run: the same
-HTTP client (WebhookSender) posting the same bodies straight to the same sink.
+HTTP client (WebhookSender) posting the same bodies straight to the same sink, and beside the
+minimal pipeline (bench/minimal_notification.py: consume, post the signed webhook, publish a
+report, commit; no contacts, dedupe keys, retries or limits), the floor for any notification
+service on this stack on this machine.
 
 The service runs as its own processes (python -m leanon_notification, --workers of them, as
 LEANON_NOTIFICATION_WORKERS) on local Kafka and Redis; the sink, a bare httptools server that
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -29,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,6 +48,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import minimal_notification
 from common import (
     HttpSink,
     forget_prefix,
@@ -350,11 +355,12 @@ async def seed_contacts(redis: Redis, prefix: str, sink: Sink, phase: str) -> No
         await book.put(ORG, "helper", f"{phase}-{i}", Contact(webhook_url=url))
 
 
-async def service_throughput(bus: EventBus, topic: str, sink: Sink, n: int) -> dict[str, Any]:
+async def service_throughput(
+    bus: EventBus, topic: str, sink: Sink, n: int, phase: str
+) -> dict[str, Any]:
     """A backlog of `n` events, built first and then published as fast as Kafka takes them,
     so that the publisher spends the two cores the service shares with it on sending alone
     (building the events while publishing held back the service's first seconds)."""
-    phase = "service-throughput"
     # Keyed like matching's events (by request), spread over every partition: one key would
     # put the whole backlog on one partition, so on one consumer of one worker.
     records = []
@@ -455,26 +461,42 @@ async def settled(bootstrap: str, group: str, members: int) -> None:
 
 
 def start_service(prefix: str, port: int, log_path: Path, workers: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        LEANON_TOPIC_PREFIX=prefix,
-        LEANON_NOTIFICATION_PORT=str(port),
-        LEANON_WEBHOOK_SECRET=SECRET,
-        LEANON_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
-        LEANON_LOG_LEVEL="WARNING",
-        LEANON_NOTIFICATION_WORKERS=str(workers),
-    )
+    env = pipeline_env(prefix, LEANON_NOTIFICATION_PORT=str(port))
+    env["LEANON_NOTIFICATION_WORKERS"] = str(workers)
     with log_path.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "leanon_notification"], env=env, stdout=out, stderr=out
         )
 
 
+def start_minimal(prefix: str, sink_url: str, workers: int) -> subprocess.Popen[bytes]:
+    log_path = Path(tempfile.gettempdir()) / f"{prefix}minimal.log"
+    script = str(ROOT / "bench" / "minimal_notification.py")
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, script, sink_url, str(workers)],
+            env=pipeline_env(prefix),
+            stdout=out,
+            stderr=out,
+        )
+
+
+def pipeline_env(prefix: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LEANON_TOPIC_PREFIX=prefix,
+        LEANON_WEBHOOK_SECRET=SECRET,
+        LEANON_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
+        LEANON_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = LeanOnSettings()
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     topics = Topics(prefix)
-    group = f"{prefix}notification"  # the service's consumer group for {prefix}events
     sink = Sink()
     await sink.start()
     redis = Redis.from_url(settings.redis_url, protocol=2)
@@ -489,85 +511,78 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results["raw_latency"] = await raw_latency(sink, args.rate, args.seconds)
         log(f"  raw p99 {results['raw_latency']['p99_ms']} ms")
 
-        await ensure_topics(LeanOnSettings(topic_prefix=prefix), topics)
+        await ensure_topics(LeanOnSettings(topic_prefix=prefix), topics, floor_topics(prefix))
         for phase in ("warm-up", "service-throughput", "service-latency", "service-sustained"):
             await seed_contacts(redis, prefix, sink, phase)
-        port = free_port()
-        log_path = Path(tempfile.gettempdir()) / f"{prefix}notification.log"
-        service = start_service(prefix, port, log_path, args.workers)
         bus = EventBus(settings, "bench")
         await bus.start()
         try:
-
-            async def ready() -> bool:
-                return (await sink_ready(port)) and service.poll() is None
-
-            await until(ready, 60, "the notification service")
-            await settled(settings.kafka_bootstrap, group, args.workers)
-
             shared = shared_pids()
-
-            def cpu_now() -> dict[str, float]:
-                """CPU seconds so far of each process in the run, and of the whole machine."""
-                assert sink.process.pid is not None
-                usage = resource.getrusage(resource.RUSAGE_SELF)
-                return {
-                    "service": tree_cpu_seconds(service.pid),
-                    "sink": tree_cpu_seconds(sink.process.pid),
-                    "bench (publisher)": usage.ru_utime + usage.ru_stime,
-                    **{name: tree_cpu_seconds(pid) for name, pid in shared.items()},
-                    "machine (all)": machine_busy()[0],
-                }
-
-            counted = await retried(settings.kafka_bootstrap, prefix)
-
-            async def measured(phase: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-                """A phase's results, once the service has caught up on it, with the CPU every
-                process spent per delivery and the deliveries put off to a retry topic."""
-                nonlocal counted
-                quiet_gc()
-                before = cpu_now()
-                result = await phase
-                await caught_up(settings.kafka_bootstrap, group, topics.events)
-                now = cpu_now()
-                deliveries = max(1, result["count"])
-                result["cpu_ms_per_delivery"] = {
-                    k: round((now[k] - before[k]) * 1000 / deliveries, 3) for k in now
-                }
-                counted, earlier = await retried(settings.kafka_bootstrap, prefix), counted
-                result["retried"] = counted - earlier
-                return result
-
-            if age := young_kafka_age():
-                rate, seconds = KAFKA_WARM_UP
-                log(f"Kafka started {age:.0f} s ago: {seconds:.0f} s of unmeasured events first")
-                await measured(service_latency(bus, topics.events, sink, rate, seconds, "warm-up"))
-
-            log(f"service: a backlog of {args.backlog:,} events")
-            results["service_throughput"] = await measured(
-                service_throughput(bus, topics.events, sink, args.backlog)
+            minimal = Pipeline(
+                "minimal",
+                start_minimal(prefix, sink.url, args.workers),
+                minimal_notification.group(prefix),
+                minimal_notification.topic(prefix),
+                prefix=prefix,
+                sink=sink,
+                shared=shared,
             )
-            log(f"  service: {results['service_throughput']['per_s']:,}/s")
-            log(f"service: {args.rate:,}/s for {args.seconds} s")
-            results["service_latency"] = await measured(
-                service_latency(
-                    bus, topics.events, sink, args.rate, args.seconds, "service-latency"
+            async with minimal.running(args.workers):
+                await minimal.warm_up(bus)
+                log(f"minimal pipeline (the floor): a backlog of {args.backlog:,} events")
+                results["minimal_throughput"] = await minimal.measured(
+                    service_throughput(bus, minimal.topic, sink, args.backlog, "minimal-throughput")
                 )
-            )
-            log(f"  service p99 {results['service_latency']['p99_ms']} ms")
-            # And at half of what this machine sustained just now: latency without a backlog.
-            sustained = max(50, int(results["service_throughput"]["per_s"] / 2))
-            log(f"service: {sustained:,}/s (half its measured throughput) for {args.seconds} s")
-            results["service_sustained"] = await measured(
-                service_latency(
-                    bus, topics.events, sink, sustained, args.seconds, "service-sustained"
+                log(f"  minimal: {results['minimal_throughput']['per_s']:,}/s")
+                log(f"minimal pipeline: {args.rate:,}/s for {args.seconds} s")
+                results["minimal_latency"] = await minimal.measured(
+                    service_latency(
+                        bus, minimal.topic, sink, args.rate, args.seconds, "minimal-latency"
+                    )
                 )
+                log(f"  minimal p99 {results['minimal_latency']['p99_ms']} ms")
+
+            port = free_port()
+            log_path = Path(tempfile.gettempdir()) / f"{prefix}notification.log"
+            service = Pipeline(
+                "service",
+                start_service(prefix, port, log_path, args.workers),
+                f"{prefix}notification",  # the service's consumer group for {prefix}events
+                topics.events,
+                prefix=prefix,
+                sink=sink,
+                shared=shared,
             )
-            log(f"  service p99 {results['service_sustained']['p99_ms']} ms")
+            async with service.running(args.workers):
+
+                async def ready() -> bool:
+                    return (await sink_ready(port)) and service.proc.poll() is None
+
+                await until(ready, 60, "the notification service")
+                await service.warm_up(bus)
+                log(f"service: a backlog of {args.backlog:,} events")
+                results["service_throughput"] = await service.measured(
+                    service_throughput(bus, topics.events, sink, args.backlog, "service-throughput")
+                )
+                log(f"  service: {results['service_throughput']['per_s']:,}/s")
+                log(f"service: {args.rate:,}/s for {args.seconds} s")
+                results["service_latency"] = await service.measured(
+                    service_latency(
+                        bus, topics.events, sink, args.rate, args.seconds, "service-latency"
+                    )
+                )
+                log(f"  service p99 {results['service_latency']['p99_ms']} ms")
+                # And at half of what this machine sustained just now: latency without a backlog.
+                sustained = max(50, int(results["service_throughput"]["per_s"] / 2))
+                log(f"service: {sustained:,}/s (half its measured throughput) for {args.seconds} s")
+                results["service_sustained"] = await service.measured(
+                    service_latency(
+                        bus, topics.events, sink, sustained, args.seconds, "service-sustained"
+                    )
+                )
+                log(f"  service p99 {results['service_sustained']['p99_ms']} ms")
         finally:
             await bus.stop()
-            service.send_signal(signal.SIGTERM)
-            service.wait(30)
     finally:
         sink.stop()
         await forget_prefix(settings.kafka_bootstrap, settings.redis_url, prefix)
@@ -579,6 +594,88 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "met_latency": results["service_latency"]["p99_ms"] < GOAL_P99_MS,
     }
     return results
+
+
+def floor_topics(prefix: str) -> dict[str, tuple[int, dict[str, str]]]:
+    """The minimal pipeline's own topics, partitioned as the service's events."""
+    partitions = LeanOnSettings().topic_partitions
+    names = (minimal_notification.topic(prefix), f"{prefix}minimal.reports")
+    return {name: (partitions, {}) for name in names}
+
+
+class Pipeline:
+    """A pipeline under test, the service or the minimal floor: its processes, its consumer
+    group and the topic it consumes; each of its phases is measured the same way."""
+
+    def __init__(
+        self,
+        name: str,
+        proc: subprocess.Popen[bytes],
+        group: str,
+        topic: str,
+        *,
+        prefix: str,
+        sink: Sink,
+        shared: dict[str, int],
+    ) -> None:
+        self.name = name
+        self.proc = proc
+        self.group = group
+        self.topic = topic
+        self.prefix = prefix
+        self.sink = sink
+        self.shared = shared
+        self.bootstrap = LeanOnSettings().kafka_bootstrap
+        self.retried = 0  # records on the retry topics when the last phase ended
+
+    def cpu_now(self) -> dict[str, float]:
+        """CPU seconds so far of each process in the run, and of the whole machine."""
+        assert self.sink.process.pid is not None
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            self.name: tree_cpu_seconds(self.proc.pid),
+            "sink": tree_cpu_seconds(self.sink.process.pid),
+            "bench (publisher)": usage.ru_utime + usage.ru_stime,
+            **{name: tree_cpu_seconds(pid) for name, pid in self.shared.items()},
+            "machine (all)": machine_busy()[0],
+        }
+
+    @contextlib.asynccontextmanager
+    async def running(self, workers: int) -> AsyncIterator[None]:
+        """Every worker in the group first (a late joiner's rebalance would be measured as a
+        stall), then the phases; stopped after them whatever happened."""
+        try:
+            await settled(self.bootstrap, self.group, workers)
+            self.retried = await retried(self.bootstrap, self.prefix)
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+    async def warm_up(self, bus: EventBus) -> None:
+        """A young Kafka gets unmeasured events first; each new topic and group pays its own
+        warm-up."""
+        if age := young_kafka_age():
+            rate, seconds = KAFKA_WARM_UP
+            log(f"Kafka started {age:.0f} s ago: {seconds:.0f} s of unmeasured events first")
+            phase = "warm-up" if self.name == "service" else f"{self.name}-warm-up"
+            await self.measured(service_latency(bus, self.topic, self.sink, rate, seconds, phase))
+
+    async def measured(self, phase: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """A phase's results, once the pipeline has caught up on it, with the CPU every process
+        spent per delivery and the deliveries put off to a retry topic."""
+        quiet_gc()
+        before = self.cpu_now()
+        result = await phase
+        await caught_up(self.bootstrap, self.group, self.topic)
+        now = self.cpu_now()
+        deliveries = max(1, result["count"])
+        result["cpu_ms_per_delivery"] = {
+            k: round((now[k] - before[k]) * 1000 / deliveries, 3) for k in now
+        }
+        self.retried, earlier = await retried(self.bootstrap, self.prefix), self.retried
+        result["retried"] = self.retried - earlier
+        return result
 
 
 async def retried(bootstrap: str, prefix: str) -> int:
@@ -613,9 +710,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
-    names = ["raw client", "LeanOn notification"]
-    rates = [results["raw_throughput"]["per_s"], results["service_throughput"]["per_s"]]
-    left.bar(names, rates, color=["tab:gray", "tab:green"])
+    names = ["raw client", "minimal pipeline", "LeanOn"]
+    phases = ("raw_throughput", "minimal_throughput", "service_throughput")
+    rates = [results[phase]["per_s"] for phase in phases]
+    left.bar(names, rates, color=["tab:gray", "tab:blue", "tab:green"])
     left.axhline(GOAL_RATE, color="tab:red", linestyle=":", label=f"goal {GOAL_RATE:,}/s")
     left.set_ylabel("webhooks delivered per second")
     left.set_title("Throughput (a backlog)")
@@ -626,18 +724,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
     rate = results["service_latency"]["rate"]
     series = (
         ("raw_latency", f"raw client at {rate:,}/s", "tab:gray"),
+        ("minimal_latency", f"minimal pipeline at {rate:,}/s", "tab:blue"),
         ("service_latency", f"LeanOn at {rate:,}/s", "tab:red"),
         ("service_sustained", f"LeanOn at {sustained:,}/s", "tab:green"),
     )
+    width = 0.2
     for offset, (key, label, color) in enumerate(series):
         right.bar(
-            [x + offset * 0.27 for x in xs],
+            [x + offset * width for x in xs],
             [results[key][p] for p in pcts],
-            width=0.27,
+            width=width,
             label=label,
             color=color,
         )
-    right.set_xticks([x + 0.27 for x in xs], [p.replace("_ms", "") for p in pcts])
+    right.set_xticks([x + 1.5 * width for x in xs], [p.replace("_ms", "") for p in pcts])
     right.axhline(GOAL_P99_MS, color="tab:red", linestyle=":", label=f"goal p99 < {GOAL_P99_MS} ms")
     right.set_yscale("log")
     right.set_ylabel("event time to delivery (ms)")
@@ -680,12 +780,19 @@ def main() -> None:
     log(f"wrote {out} and its plot")
     raw_t, svc_t = results["raw_throughput"], results["service_throughput"]
     raw_l, svc_l = results["raw_latency"], results["service_latency"]
+    min_t, min_l = results["minimal_throughput"], results["minimal_latency"]
     svc_s = results["service_sustained"]
     print(
-        f"throughput: service {svc_t['per_s']:,.0f}/s | raw client {raw_t['per_s']:,.0f}/s "
-        f"(goal {GOAL_RATE:,}/s)\n"
+        f"throughput: service {svc_t['per_s']:,.0f}/s | minimal pipeline {min_t['per_s']:,.0f}/s"
+        f" | raw client {raw_t['per_s']:,.0f}/s (goal {GOAL_RATE:,}/s)\n"
         f"latency at {svc_l['rate']:,}/s: service p50 {svc_l['p50_ms']} ms p99 {svc_l['p99_ms']} ms"
+        f" | minimal p50 {min_l['p50_ms']} ms p99 {min_l['p99_ms']} ms"
         f" | raw p50 {raw_l['p50_ms']} ms p99 {raw_l['p99_ms']} ms (goal p99 < {GOAL_P99_MS} ms)\n"
+        f"CPU per delivery at {svc_l['rate']:,}/s: service "
+        f"{svc_l['cpu_ms_per_delivery']['service']} ms, minimal "
+        f"{min_l['cpu_ms_per_delivery']['minimal']} ms; whole machine "
+        f"{svc_l['cpu_ms_per_delivery']['machine (all)']} / "
+        f"{min_l['cpu_ms_per_delivery']['machine (all)']} ms\n"
         f"latency at {svc_s['rate']:,}/s (half the service's throughput): "
         f"p50 {svc_s['p50_ms']} ms p99 {svc_s['p99_ms']} ms\n"
         f"put off to a retry topic: {svc_t['retried']:,} (throughput), {svc_l['retried']:,} "
