@@ -11,6 +11,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from leanon_shared import coalesce
@@ -121,21 +122,29 @@ async def test_reports_of_one_turn_land_where_aiokafka_would_put_their_keys(
 
 
 class CountingRedis:
-    """Redis, counting the pipelines made on it."""
+    """Redis, counting the calls that go alone and the flushes (one write of several
+    commands, read back together) of the coalescer it is `counting`."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.pipelines = 0
+        self.alone = 0
 
-    def pipeline(self, transaction: bool) -> Any:
-        self.pipelines += 1
-        return self.redis.pipeline(transaction=transaction)
+    def counting(self, coalescer: Any) -> Any:
+        line = coalesce.KeptConnection(self.redis)
+
+        async def counted(commands: Any) -> Any:
+            self.pipelines += 1
+            return await line.execute(commands)
+
+        coalescer._line.execute = counted
+        return coalescer
 
     async def script_load(self, script: str) -> Any:
         return await self.redis.script_load(script)
 
     async def evalsha(self, *args: Any) -> Any:
-        self.alone = getattr(self, "alone", 0) + 1
+        self.alone += 1
         return await self.redis.evalsha(*args)
 
 
@@ -145,7 +154,7 @@ async def test_calls_made_while_a_flush_is_out_go_together_in_the_next(
     for script in (coalesce.CLAIM, coalesce.WRITE):  # whatever ran before: one pipeline each
         await redis.script_load(script)
     counting = CountingRedis(redis)
-    batch = CoalescingRedis(counting, claim_ttl_ms=1000, max_batch=100)  # type: ignore[arg-type]
+    batch = counting.counting(CoalescingRedis(counting, claim_ttl_ms=1000, max_batch=100))  # type: ignore[arg-type]
     keys = [f"{prefix}g:{i}" for i in range(350)]
     await asyncio.gather(*(batch.write(k, k.encode(), 60) for k in keys))
     assert counting.pipelines == 4  # 350 writes of one turn, at most 100 to a script call
@@ -170,7 +179,7 @@ async def test_a_scripts_calls_of_one_turn_share_a_pipeline_and_keep_their_repli
     redis: Redis, prefix: str
 ) -> None:
     counting = CountingRedis(redis)
-    script = CoalescedScript(counting, ECHO_OR_FAIL + f"-- {prefix}")  # type: ignore[arg-type]
+    script = counting.counting(CoalescedScript(counting, ECHO_OR_FAIL + f"-- {prefix}"))  # type: ignore[arg-type]
     keys = [f"{prefix}n:{i}" for i in range(40)]
     calls = [script(keys=[k], args=[str(i)]) for i, k in enumerate(keys)]
     calls.append(script(keys=[keys[0]], args=["fail"]))
@@ -192,7 +201,7 @@ async def test_a_pipeline_that_finds_the_script_lost_makes_its_calls_once_more(
     """As when Redis restarts while calls queue behind a lone one: the pipeline answers
     NOSCRIPT for each, the script is loaded, and every call is made once."""
     counting = CountingRedis(redis)
-    script = CoalescedScript(counting, ECHO_OR_FAIL + f"-- again {prefix}")  # type: ignore[arg-type]
+    script = counting.counting(CoalescedScript(counting, ECHO_OR_FAIL + f"-- again {prefix}"))  # type: ignore[arg-type]
     keys = [f"{prefix}b:{i}" for i in range(5)]
     futures = [asyncio.get_running_loop().create_future() for _ in keys]
     calls = [([k], [str(i)], f) for i, (k, f) in enumerate(zip(keys, futures, strict=True))]
@@ -227,3 +236,37 @@ async def test_a_redis_that_never_answers_is_a_redis_timeout_for_every_caller() 
     finally:
         await hung.aclose()
         server.close()
+
+
+async def test_a_kept_connection_that_was_killed_is_replaced_for_the_next_flush(
+    redis: Redis, prefix: str
+) -> None:
+    batch = CoalescingRedis(redis)
+    await batch.write(f"{prefix}k", b"v", 60)
+    # Every other normal client goes, the coalescer's kept connection among them (as when
+    # Redis restarts). The flush that finds it gone fails as Redis failing (a RedisError:
+    # HTTP answers 503, a delivery is tried again); the next one has a new connection.
+    killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    assert killed >= 1
+    with pytest.raises(RedisConnectionError):
+        await batch.get(f"{prefix}k")
+    assert await batch.get(f"{prefix}k") == b"v"
+
+
+SLOW = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat
+  local now = redis.call('TIME')
+until now[1] * 1000000 + now[2] - start > 300000
+return 'slow'
+"""
+
+
+async def test_a_flush_cut_short_never_leaves_its_replies_to_the_next_one(redis: Redis) -> None:
+    line = coalesce.KeptConnection(redis)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await line.execute([("EVAL", SLOW, 0), ("ECHO", "first")])
+    # The replies of the flush given up on may still come; the next flush must read its own.
+    assert await line.execute([("ECHO", "second"), ("ECHO", "third")]) == [b"second", b"third"]

@@ -23,7 +23,8 @@ from typing import Any
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from leanon_shared.kafka import EventBus
@@ -105,6 +106,58 @@ class GroupCommit:
         raise NotImplementedError
 
 
+Command = tuple[Any, ...]
+
+
+class KeptConnection:
+    """One Redis connection kept for a coalescer's flushes, which go one at a time: a flush's
+    commands go out in one write and their replies are read straight off the connection.
+    redis-py's Pipeline spent ~240 µs of CPU per flush here on its machinery (a command stack,
+    a connection checkout, a retry wrapper, per-command response hooks, a reset); this spends
+    ~70 µs on the same MGET and script call. Connecting, AUTH, SELECT, TLS, health checks,
+    reconnecting and retrying a flush that met a broken connection are still redis-py's, on
+    a connection of the client's own pool: retried as redis-py retries a pipeline."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._conn: AbstractConnection | None = None
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Each command's reply, or the ResponseError it met (NoScriptError, say), in order."""
+        pool = self._redis.connection_pool
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            return list(
+                await conn.retry.call_with_retry(
+                    lambda: self._round_trip(conn, commands), lambda _: conn.disconnect()
+                )
+            )
+        except BaseException:
+            # Cancelled or failed mid-flush: replies may still come, so never reuse it. Handed
+            # back to the pool even if cancelled again meanwhile (a lost one is never freed).
+            self._conn = None
+            await asyncio.shield(_drop(pool, conn))
+            raise
+
+    @staticmethod
+    async def _round_trip(conn: AbstractConnection, commands: Sequence[Command]) -> list[Any]:
+        await conn.send_packed_command(conn.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as exc:  # this command's own error; the rest still come
+                replies.append(exc)
+        return replies
+
+
+async def _drop(pool: Any, conn: AbstractConnection) -> None:
+    await conn.disconnect(nowait=True)
+    await pool.release(conn)
+
+
 class CoalescingRedis(GroupCommit):
     """Reads, claims, writes, creates and deletes keys: each call waits for its own reply, and
     the calls of one flush share one pipeline of at most five commands.
@@ -129,6 +182,7 @@ class CoalescingRedis(GroupCommit):
         self._write_sha = _sha(WRITE)
         self._create_sha = _sha(CREATE)
         self._batch = _Batch()
+        self._line = KeptConnection(redis)
 
     async def get(self, key: str) -> bytes | None:
         future = self._future()
@@ -209,23 +263,23 @@ class CoalescingRedis(GroupCommit):
         batch.settle(replies)
 
     async def _pipeline(self, batch: _Batch) -> list[Any]:
-        async with self._r.pipeline(transaction=False) as pipe:
-            if batch.gets:
-                pipe.mget([key for key, _ in batch.gets])
-            if batch.claims:
-                keys = [k for sent, claim, _ in batch.claims for k in (sent, claim)]
-                pipe.evalsha(self._claim_sha, len(keys), *keys, self._claim_ttl_ms)
-            if batch.writes:
-                args: list[str | bytes | int] = [key for key, _, _, _ in batch.writes]
-                args += [a for _, value, ttl, _ in batch.writes for a in (value, ttl)]
-                pipe.evalsha(self._write_sha, len(batch.writes), *args)
-            if batch.creates:
-                args = [key for key, _, _, _ in batch.creates]
-                args += [a for _, value, ttl, _ in batch.creates for a in (value, ttl)]
-                pipe.evalsha(self._create_sha, len(batch.creates), *args)
-            if batch.deletes:
-                pipe.delete(*[key for key, _ in batch.deletes])
-            return list(await pipe.execute(raise_on_error=False))
+        commands: list[Command] = []
+        if batch.gets:
+            commands.append(("MGET", *[key for key, _ in batch.gets]))
+        if batch.claims:
+            keys = [k for sent, claim, _ in batch.claims for k in (sent, claim)]
+            commands.append(("EVALSHA", self._claim_sha, len(keys), *keys, self._claim_ttl_ms))
+        if batch.writes:
+            args: list[str | bytes | int] = [key for key, _, _, _ in batch.writes]
+            args += [a for _, value, ttl, _ in batch.writes for a in (value, ttl)]
+            commands.append(("EVALSHA", self._write_sha, len(batch.writes), *args))
+        if batch.creates:
+            args = [key for key, _, _, _ in batch.creates]
+            args += [a for _, value, ttl, _ in batch.creates for a in (value, ttl)]
+            commands.append(("EVALSHA", self._create_sha, len(batch.creates), *args))
+        if batch.deletes:
+            commands.append(("DEL", *[key for key, _ in batch.deletes]))
+        return await self._line.execute(commands)
 
 
 class CoalescedScript(GroupCommit):
@@ -246,6 +300,7 @@ class CoalescedScript(GroupCommit):
         self._max = max_batch
         self._timeout_s = timeout_s
         self._pending: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]] = []
+        self._line = KeptConnection(redis)
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         if not (self._flying or self._scheduled or self._pending):
@@ -305,10 +360,9 @@ class CoalescedScript(GroupCommit):
     async def _pipeline(
         self, batch: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]]
     ) -> list[Any]:
-        async with self._r.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+        return await self._line.execute(
+            [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args, _ in batch]
+        )
 
 
 class _Batch:
