@@ -11,7 +11,7 @@ for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=(--quick) ;;
     -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
-    *) [[ -f "$ROOT/bench/$arg.py" ]] || die "no benchmark named $arg (have: ${ALL[*]})"; NAMES+=("$arg") ;;
+    *) [[ " ${ALL[*]} " == *" $arg "* ]] || die "no benchmark named $arg (have: ${ALL[*]})"; NAMES+=("$arg") ;;
   esac
 done
 ((${#NAMES[@]})) || NAMES=("${ALL[@]}")
