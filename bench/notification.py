@@ -529,18 +529,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             async with minimal.running(args.workers):
                 await minimal.warm_up(bus)
-                log(f"minimal pipeline (the floor): a backlog of {args.backlog:,} events")
-                results["minimal_throughput"] = await minimal.measured(
-                    service_throughput(bus, minimal.topic, sink, args.backlog, "minimal-throughput")
-                )
-                log(f"  minimal: {results['minimal_throughput']['per_s']:,}/s")
-                log(f"minimal pipeline: {args.rate:,}/s for {args.seconds} s")
-                results["minimal_latency"] = await minimal.measured(
-                    service_latency(
-                        bus, minimal.topic, sink, args.rate, args.seconds, "minimal-latency"
-                    )
-                )
-                log(f"  minimal p99 {results['minimal_latency']['p99_ms']} ms")
+                results.update(await minimal.backlog_then_paced(bus, args))
 
             port = free_port()
             log_path = Path(tempfile.gettempdir()) / f"{prefix}notification.log"
@@ -560,18 +549,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 await until(ready, 60, "the notification service")
                 await service.warm_up(bus)
-                log(f"service: a backlog of {args.backlog:,} events")
-                results["service_throughput"] = await service.measured(
-                    service_throughput(bus, topics.events, sink, args.backlog, "service-throughput")
-                )
-                log(f"  service: {results['service_throughput']['per_s']:,}/s")
-                log(f"service: {args.rate:,}/s for {args.seconds} s")
-                results["service_latency"] = await service.measured(
-                    service_latency(
-                        bus, topics.events, sink, args.rate, args.seconds, "service-latency"
-                    )
-                )
-                log(f"  service p99 {results['service_latency']['p99_ms']} ms")
+                results.update(await service.backlog_then_paced(bus, args))
                 # And at half of what this machine sustained just now: latency without a backlog.
                 sustained = max(50, int(results["service_throughput"]["per_s"] / 2))
                 log(f"service: {sustained:,}/s (half its measured throughput) for {args.seconds} s")
@@ -660,6 +638,24 @@ class Pipeline:
             log(f"Kafka started {age:.0f} s ago: {seconds:.0f} s of unmeasured events first")
             phase = "warm-up" if self.name == "service" else f"{self.name}-warm-up"
             await self.measured(service_latency(bus, self.topic, self.sink, rate, seconds, phase))
+
+    async def backlog_then_paced(
+        self, bus: EventBus, args: argparse.Namespace
+    ) -> dict[str, dict[str, Any]]:
+        """The two phases every pipeline goes through: `{name}_throughput` (a backlog) and
+        `{name}_latency` (the paced rate)."""
+        name = self.name
+        log(f"{name}: a backlog of {args.backlog:,} events")
+        throughput = await self.measured(
+            service_throughput(bus, self.topic, self.sink, args.backlog, f"{name}-throughput")
+        )
+        log(f"  {name}: {throughput['per_s']:,}/s")
+        log(f"{name}: {args.rate:,}/s for {args.seconds} s")
+        latency = await self.measured(
+            service_latency(bus, self.topic, self.sink, args.rate, args.seconds, f"{name}-latency")
+        )
+        log(f"  {name} p99 {latency['p99_ms']} ms")
+        return {f"{name}_throughput": throughput, f"{name}_latency": latency}
 
     async def measured(self, phase: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
         """A phase's results, once the pipeline has caught up on it, with the CPU every process
