@@ -145,11 +145,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float | None:
+    """A process's CPU seconds, with those of the children it has waited for: Redis rewrites
+    its append-only file in a child, whose seconds would otherwise vanish when it ends (and a
+    phase's figure for Redis go negative)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    # utime + stime + cutime + cstime
+    return sum(int(f) for f in fields[11:15]) / CLK_TCK
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -220,6 +224,23 @@ def shared_pids() -> dict[str, int]:
     if ours or len(kafkas) == 1:  # one Kafka started some other way is ours too
         found["kafka (shared)"] = (ours or [kafkas[0][1]])[0]
     return found
+
+
+async def redis_rewrites(redis: Any) -> int:
+    """How many times Redis has rewritten its files so far (AOF rewrites and RDB saves, one
+    under way included). Each forks Redis and writes its whole dataset: on a 2-core machine a
+    rewrite of a few hundred MB takes a core for seconds, in the middle of whatever phase it
+    falls in."""
+    info = await redis.info("persistence")
+    return sum(
+        int(info.get(k, 0))
+        for k in ("aof_rewrites", "rdb_saves", "aof_rewrite_in_progress", "rdb_bgsave_in_progress")
+    )
+
+
+# A Redis holding more keys than this (left by runs that were killed, or by scratch scripts)
+# makes each of its rewrites long enough to show in a benchmark's numbers.
+CROWDED_REDIS_KEYS = 100_000
 
 
 def quiet_gc() -> None:

@@ -50,11 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import minimal_notification
 from common import (
+    CROWDED_REDIS_KEYS,
     HttpSink,
     forget_prefix,
     machine,
     machine_busy,
     quiet_gc,
+    redis_rewrites,
     shared_pids,
     tree_cpu_seconds,
     young_kafka_age,
@@ -501,6 +503,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await sink.start()
     redis = Redis.from_url(settings.redis_url, protocol=2)
     results: dict[str, Any] = {"prefix": prefix, "workers": args.workers}
+    results["redis_keys_before"] = keys = await redis.dbsize()
+    if keys > CROWDED_REDIS_KEYS:
+        log(
+            f"Redis holds {keys:,} keys before this run (leftovers?): its rewrites will take"
+            " seconds of CPU in the middle of phases"
+        )
     try:
         log(f"raw baseline: {args.backlog:,} posts, then {args.rate:,}/s for {args.seconds} s")
         quiet_gc()
@@ -526,6 +534,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 prefix=prefix,
                 sink=sink,
                 shared=shared,
+                redis=redis,
             )
             async with minimal.running(args.workers):
                 await minimal.warm_up(bus)
@@ -541,6 +550,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 prefix=prefix,
                 sink=sink,
                 shared=shared,
+                redis=redis,
             )
             async with service.running(args.workers):
 
@@ -595,6 +605,7 @@ class Pipeline:
         prefix: str,
         sink: Sink,
         shared: dict[str, int],
+        redis: Redis,
     ) -> None:
         self.name = name
         self.proc = proc
@@ -603,6 +614,7 @@ class Pipeline:
         self.prefix = prefix
         self.sink = sink
         self.shared = shared
+        self.redis = redis
         self.bootstrap = LeanOnSettings().kafka_bootstrap
         self.retried = 0  # records on the retry topics when the last phase ended
 
@@ -661,10 +673,15 @@ class Pipeline:
         """A phase's results, once the pipeline has caught up on it, with the CPU every process
         spent per delivery and the deliveries put off to a retry topic."""
         quiet_gc()
+        rewrites = await redis_rewrites(self.redis)
         before = self.cpu_now()
         result = await phase
         await caught_up(self.bootstrap, self.group, self.topic)
         now = self.cpu_now()
+        # A rewrite's fork takes a core for a while: a phase it fell in is dented by it.
+        result["redis_rewrites"] = await redis_rewrites(self.redis) - rewrites
+        if result["redis_rewrites"]:
+            log("  Redis rewrote its append-only file during this phase")
         deliveries = max(1, result["count"])
         result["cpu_ms_per_delivery"] = {
             k: round((now[k] - before[k]) * 1000 / deliveries, 3) for k in now
@@ -793,6 +810,8 @@ def main() -> None:
         f"p50 {svc_s['p50_ms']} ms p99 {svc_s['p99_ms']} ms\n"
         f"put off to a retry topic: {svc_t['retried']:,} (throughput), {svc_l['retried']:,} "
         f"({svc_l['rate']:,}/s), {svc_s['retried']:,} ({svc_s['rate']:,}/s); "
+        f"Redis rewrites in the service's phases: "
+        f"{[svc_t['redis_rewrites'], svc_l['redis_rewrites'], svc_s['redis_rewrites']]}; "
         f"service processes: {results['workers']}; "
         f"load average {results['machine']['load_average_1_5_15']}"
     )
