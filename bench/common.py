@@ -243,6 +243,18 @@ async def redis_rewrites(redis: Any) -> int:
 CROWDED_REDIS_KEYS = 100_000
 
 
+async def redis_keys_before(redis: Any) -> int:
+    """How many keys Redis holds as a run starts, with a warning when they are so many that
+    its rewrites will show in the results."""
+    keys = int(await redis.dbsize())
+    if keys > CROWDED_REDIS_KEYS:
+        log(
+            f"Redis holds {keys:,} keys before this run (leftovers?): its rewrites will take"
+            " seconds of CPU in the middle of phases"
+        )
+    return keys
+
+
 def quiet_gc() -> None:
     """Collect now, then keep the cycle collector from running mid-phase. In the notification
     bench's own publisher and sink a full collection over the prebuilt records and the noted

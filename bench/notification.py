@@ -50,12 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import minimal_notification
 from common import (
-    CROWDED_REDIS_KEYS,
     HttpSink,
     forget_prefix,
     machine,
     machine_busy,
     quiet_gc,
+    redis_keys_before,
     redis_rewrites,
     shared_pids,
     tree_cpu_seconds,
@@ -503,12 +503,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await sink.start()
     redis = Redis.from_url(settings.redis_url, protocol=2)
     results: dict[str, Any] = {"prefix": prefix, "workers": args.workers}
-    results["redis_keys_before"] = keys = await redis.dbsize()
-    if keys > CROWDED_REDIS_KEYS:
-        log(
-            f"Redis holds {keys:,} keys before this run (leftovers?): its rewrites will take"
-            " seconds of CPU in the middle of phases"
-        )
+    results["redis_keys_before"] = await redis_keys_before(redis)
     try:
         log(f"raw baseline: {args.backlog:,} posts, then {args.rate:,}/s for {args.seconds} s")
         quiet_gc()
