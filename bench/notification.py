@@ -676,7 +676,7 @@ class Pipeline:
         # A rewrite's fork takes a core for a while: a phase it fell in is dented by it.
         result["redis_rewrites"] = await redis_rewrites(self.redis) - rewrites
         if result["redis_rewrites"]:
-            log("  Redis rewrote its append-only file during this phase")
+            log("  Redis rewrote its files during this phase")
         deliveries = max(1, result["count"])
         result["cpu_ms_per_delivery"] = {
             k: round((now[k] - before[k]) * 1000 / deliveries, 3) for k in now
