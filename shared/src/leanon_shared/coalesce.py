@@ -227,16 +227,6 @@ class CoalescingRedis(GroupCommit):
         self._queued()
         return [bool(created) for created in await asyncio.gather(*futures)]
 
-    async def write_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
-        """Several `write`s in the same flush, without a task each."""
-        futures = []
-        for key, value, ttl_s in items:
-            futures.append(future := self._future())
-            self._batch.writes.append((key, value, ttl_s, future))
-        if futures:
-            self._queued()
-            await asyncio.gather(*futures)
-
     def write_soon(self, key: str, value: bytes, ttl_s: int) -> None:
         """Write and wait for nothing: for a write whose loss costs only a little repeated
         work (it is never retried)."""
@@ -468,17 +458,6 @@ class CoalescingPublisher(GroupCommit):
         self._pending.append((value, key, headers, future))
         self._queued()
         await future
-
-    async def many(self, records: Sequence[tuple[bytes, bytes | None, Headers]]) -> None:
-        """Several records in the same flush, without a task each."""
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
-        for value, key, headers in records:
-            futures.append(future := loop.create_future())
-            self._pending.append((value, key, headers, future))
-        if futures:
-            self._queued()
-            await asyncio.gather(*futures)
 
     def _take(self) -> Coroutine[Any, Any, None] | None:
         if not self._pending:

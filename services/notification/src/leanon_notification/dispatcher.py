@@ -38,7 +38,6 @@ from leanon_notification.holdback import Holdback
 from leanon_notification.limits import OfferLimits
 from leanon_notification.reporter import Recipient, Report, Reporter
 from leanon_notification.retries import Outcome, RetryPolicy, again_in, delay_name, retryable
-from leanon_notification.settle import Settler
 from leanon_notification.smtp import EmailSender
 from leanon_notification.webhooks import WebhookSender
 from leanon_shared import cloudevents
@@ -149,7 +148,6 @@ class Dispatcher:
         # The hot path's reads and writes, gathered into few commands (on `pipelines`, a client
         # whose timeout is per pipeline rather than per reply, when given).
         self._batch = CoalescingRedis(pipelines or redis, claim_ttl_ms=int(claim_ttl_s * 1000))
-        self._settle = Settler(self._batch, report, SENT_TTL_S)
 
     # -- entry points ----------------------------------------------------------------------
     @staticmethod
@@ -294,23 +292,17 @@ class Dispatcher:
             report = Report(True, attempt.channel, attempt.number, latency, status=outcome.status)
             # Remember the delivery with its report first, so that a crash before the report
             # is published sends the report, never the webhook, again. The claim just lapses.
-            kept = orjson.dumps(report.as_dict())
-            await self._settle(
-                sent_key, kept, self.report.record(attempt.event, attempt.to, report)
-            )
-            self._done(sent_key)
+            value = orjson.dumps(report.as_dict())
+            await self._batch.write(sent_key, value, SENT_TTL_S)
+            await self._reported(attempt, sent_key, report)
             return
         await self._batch.delete(claim_key)
         await self._after_failure(attempt, outcome)
 
     async def _reported(self, attempt: Attempt, sent_key: str, report: Report) -> None:
         await self.report(attempt.event, attempt.to, report)
-        self._done(sent_key)
-
-    def _done(self, sent_key: str) -> None:
-        """The report is out: the sent key keeps only that. Not waited for: were it lost, a
-        redelivery would only publish the same report (the same event id) again, never the
-        webhook."""
+        # Not waited for: were it lost, a redelivery would only publish the same report (the
+        # same event id) again, never the webhook.
         self._batch.write_soon(sent_key, DONE, SENT_TTL_S)
 
     async def _send(self, attempt: Attempt, reach: Reach) -> Outcome:

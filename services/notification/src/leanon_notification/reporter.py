@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from leanon_notification.contacts import Role
 from leanon_shared import events as ev
 from leanon_shared.cloudevents import CloudEvent, encode, now_iso
-from leanon_shared.coalesce import CoalescingPublisher
 
 REPORT_NAMESPACE = uuid.UUID("0d6c0bb0-5d0c-4c64-8f1b-52a3c1f4a0e1")
 TYPE_HEADER = "ce_type"
-Record = tuple[bytes, bytes | None, list[tuple[str, bytes]]]  # value, key, headers
+# value, key, headers
+PublishFn = Callable[[bytes, bytes | None, Sequence[tuple[str, bytes]]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +55,10 @@ class Report:
 
 
 class Reporter:
-    def __init__(self, publisher: CoalescingPublisher) -> None:
-        self.publisher = publisher
+    def __init__(self, publish: PublishFn) -> None:
+        self._publish = publish
 
     async def __call__(self, event: CloudEvent, to: Recipient, report: Report) -> None:
-        await self.publisher(*self.record(event, to, report))
-
-    def record(self, event: CloudEvent, to: Recipient, report: Report) -> Record:
-        """The report event as a Kafka record: value, key, headers."""
         source = event.data if isinstance(event.data, dict) else {}
         data: dict[str, Any] = {
             "request_id": source.get("request_id", event.subject),
@@ -95,7 +92,7 @@ class Reporter:
         )
         headers.append((TYPE_HEADER, kind.encode()))
         key = event.subject.encode() if event.subject is not None else None
-        return value, key, headers
+        await self._publish(value, key, headers)
 
 
 def report_id(name: str) -> str:
