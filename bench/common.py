@@ -197,16 +197,20 @@ def young_kafka_age() -> float | None:
     return age if age is not None and age < KAFKA_YOUNG_S else None
 
 
+def redis_url() -> str:
+    """The Redis the services use (LEANON_REDIS_URL), as the benches read it."""
+    return os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
 def shared_pids() -> dict[str, int]:
     """Kafka and Redis are shared with others on this machine: read-only CPU sampling. The
     Redis is the one at LEANON_REDIS_URL (it tells its own pid: another redis-server may run
     beside it), the Kafka the one whose data directory is named after the bootstrap port."""
     found: dict[str, int] = {}
-    redis_url = os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0")
     with contextlib.suppress(Exception):  # not reachable: no figure rather than a wrong one
         from redis import Redis
 
-        client = Redis.from_url(redis_url, socket_timeout=5)
+        client = Redis.from_url(redis_url(), socket_timeout=5)
         found["redis (shared)"] = int(client.info("server")["process_id"])
         client.close()
     port = os.environ.get("LEANON_KAFKA_BOOTSTRAP", "127.0.0.1:9092").rsplit(":", 1)[-1]

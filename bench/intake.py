@@ -48,6 +48,7 @@ from common import (
     percentiles,
     redis_keys_before,
     redis_rewrites,
+    redis_url,
     shared_pids,
     tree_cpu_seconds,
     write_results,
@@ -273,7 +274,7 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
     }
     shared = shared_pids()
     connector = aiohttp.TCPConnector(limit=256)
-    redis = Redis.from_url(os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    redis = Redis.from_url(redis_url())
     keys_before = await redis_keys_before(redis)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -525,7 +526,6 @@ def main() -> None:
     started = time.time()
     results: dict[str, Any] = {"benchmark": "intake", "p99_goal_ms": P99_GOAL_MS}
     results["intake_workers"] = args.workers
-    redis_url = os.environ.get("LEANON_REDIS_URL", "redis://127.0.0.1:6379/0")
     http_prefix, ce_prefix = f"bh{uuid.uuid4().hex[:6]}.", f"bc{uuid.uuid4().hex[:6]}."
     try:
         results["http"] = asyncio.run(
@@ -534,7 +534,7 @@ def main() -> None:
         results["cloudevents"] = asyncio.run(cloudevents_bench(args.events, ce_prefix, bootstrap))
     finally:
         for prefix in (http_prefix, ce_prefix):
-            asyncio.run(forget_prefix(bootstrap, redis_url, prefix))
+            asyncio.run(forget_prefix(bootstrap, redis_url(), prefix))
     results["duration_s"] = round(time.time() - started, 1)
     out = write_results("intake", results)
     plot(results, out.with_suffix(".png"))
