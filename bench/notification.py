@@ -43,6 +43,7 @@ import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from hdrh.histogram import HdrHistogram
 from redis.asyncio import Redis
 
@@ -453,7 +454,10 @@ async def settled(bootstrap: str, group: str, members: int) -> None:
     try:
 
         async def stable() -> bool:
-            described = (await admin.describe_consumer_groups([group]))[0].to_object()
+            try:
+                described = (await admin.describe_consumer_groups([group]))[0].to_object()
+            except GroupCoordinatorNotAvailableError:  # a young Kafka: no offsets topic yet
+                return False
             g = described["groups"][0]
             return bool(g["state"] == "Stable" and len(g["members"]) == members)
 
