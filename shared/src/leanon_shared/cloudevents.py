@@ -93,7 +93,12 @@ def _build(attrs: Mapping[str, Any], data: Any) -> CloudEvent:
     for name in _REQUIRED:
         if name not in attrs or attrs[name] in (None, ""):
             raise InvalidEvent("missing-attribute", f"required attribute {name!r} is missing")
-    values = {k: _text(k, v) for k, v in attrs.items() if v is not None}
+    values = {
+        # a short str, as nearly every attribute is, needs no closer look
+        k: v if type(v) is str and len(v) <= MAX_ATTRIBUTE_LENGTH else _text(k, v)
+        for k, v in attrs.items()
+        if v is not None
+    }
     if values["specversion"] != "1.0":
         raise InvalidEvent("bad-specversion", f"specversion {values['specversion']!r} is not 1.0")
     extensions = {}

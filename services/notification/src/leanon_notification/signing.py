@@ -11,7 +11,7 @@ HEADER = "X-LeanOn-Signature"
 
 def sign(body: bytes, secret: bytes, now: int | None = None) -> str:
     t = int(time.time()) if now is None else now
-    mac = hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    mac = hmac.digest(secret, b"%d.%s" % (t, body), "sha256").hex()  # one C call, no HMAC object
     return f"t={t},v1={mac}"
 
 
