@@ -18,7 +18,7 @@ import functools
 import hashlib
 import random
 from collections.abc import Coroutine, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -66,7 +66,7 @@ for i = 1, #KEYS do
 end
 return out
 """
-_Waiter = asyncio.Future[Any] | None
+_Waiter: TypeAlias = "asyncio.Future[Any] | _Slot | None"  # _Slot: see below
 Headers = Sequence[tuple[str, bytes]]
 Pending = tuple[bytes, bytes | None, Headers, asyncio.Future[None]]
 
@@ -205,6 +205,21 @@ class CoalescingRedis(GroupCommit):
         self._batch.claims.append((sent_key, claim_key, claimed))
         self._queued()
         return await got, await claimed
+
+    async def read_and_claim_many(
+        self, items: Sequence[tuple[str, str, str]]
+    ) -> list[tuple[bytes | None, bytes]]:
+        """`read_and_claim` for each (key, sent key, claim key), in the same flush, with one
+        wait for them all (a fetched batch of deliveries: no future or wake-up each)."""
+        if not items:
+            return []
+        group = _Group(self._future(), 2 * len(items))
+        for n, (key, sent_key, claim_key) in enumerate(items):
+            self._batch.gets.append((key, _Slot(group, 2 * n)))
+            self._batch.claims.append((sent_key, claim_key, _Slot(group, 2 * n + 1)))
+        self._queued()
+        flat = await group.future
+        return list(zip(flat[0::2], flat[1::2], strict=True))
 
     async def write(self, key: str, value: bytes, ttl_s: int) -> None:
         future = self._future()
@@ -363,6 +378,41 @@ class CoalescedScript(GroupCommit):
         return await self._line.execute(
             [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args, _ in batch]
         )
+
+
+class _Group:
+    """Replies for many calls, gathered for one waiter: `future` gets them all, in order, once
+    every `_Slot` has its own (or the first error)."""
+
+    __slots__ = ("future", "missing", "replies")
+
+    def __init__(self, future: asyncio.Future[Any], size: int) -> None:
+        self.future = future
+        self.replies: list[Any] = [None] * size
+        self.missing = size
+
+
+class _Slot:
+    """One call's place in a `_Group`: settled like a future (done, set_result, set_exception)."""
+
+    __slots__ = ("group", "index")
+
+    def __init__(self, group: _Group, index: int) -> None:
+        self.group = group
+        self.index = index
+
+    def done(self) -> bool:
+        return self.group.future.done()
+
+    def set_result(self, reply: Any) -> None:
+        group = self.group
+        group.replies[self.index] = reply
+        group.missing -= 1
+        if not group.missing:
+            group.future.set_result(group.replies)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.group.future.set_exception(exc)
 
 
 class _Batch:

@@ -92,6 +92,7 @@ def create_app(settings: NotificationSettings) -> Starlette:
             handle=dispatcher.on_event,
             poison=dispatcher.on_poison,
             wanted=dispatcher.concerns_anyone,
+            start_batch=dispatcher.start_batch,
             max_in_flight=settings.max_in_flight,
             commit_interval_s=settings.commit_interval_s,
         ),

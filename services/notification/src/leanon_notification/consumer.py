@@ -7,6 +7,11 @@ of a partition is that of its oldest unfinished record: a slow delivery delays o
 never another delivery. After a crash, records past the commit come again and the dispatcher's
 dedupe keys make that harmless.
 
+With `start_batch`, the records of one fetch are started together (still a task each, each
+done on its own), so that what they all need first can be had in one step: the dispatcher
+decodes them and reads their contacts and claims their deliveries in one round trip to Redis.
+A record whose task fails then goes on alone, with the usual retries.
+
 With `due`, records that are not due yet (retry topics) are not fetched early: the consumer seeks
 back to the first one, pauses its partition and resumes it when the record falls due. Other
 partitions and topics go on meanwhile; nothing sleeps.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +40,9 @@ Handle = Callable[[Record], Awaitable[None]]
 Due = Callable[[Record], float]  # epoch seconds when the record may be handled
 Poison = Callable[[Record, Exception], Awaitable[None]]
 Wanted = Callable[[Record], bool]  # cheap and synchronous: False skips the record outright
+# Starts records fetched together: a task each, done when its record is handled. A record whose
+# task fails is then handled on its own (`Handle`), with retries, as any other.
+StartBatch = Callable[[Sequence[Record]], Sequence["asyncio.Task[None]"]]
 # Failures of what a handler stands on (Redis, Kafka, the network): the record waits and tries
 # again for as long as it takes. Anything else is a record that cannot be handled.
 TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError, KafkaError, RedisError)
@@ -54,6 +63,7 @@ class PipelinedConsumer:
         due: Due | None = None,
         poison: Poison | None = None,
         wanted: Wanted | None = None,
+        start_batch: StartBatch | None = None,
         graceful_s: float = 15.0,
     ) -> None:
         self._bootstrap = bootstrap
@@ -66,6 +76,7 @@ class PipelinedConsumer:
         self._due = due
         self._poison = poison
         self._wanted = wanted
+        self._start_batch = start_batch
         self._graceful = graceful_s
         self._inflight: dict[TopicPartition, dict[int, None]] = {}
         self._next: dict[TopicPartition, int] = {}
@@ -119,6 +130,7 @@ class PipelinedConsumer:
         while not self._stopping:
             try:
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
+                ready: list[tuple[TopicPartition, Record]] = []
                 for tp, records in batches.items():
                     for record in records:
                         if self._due is not None and self._hold_until_due(tp, record):
@@ -126,8 +138,12 @@ class PipelinedConsumer:
                         if self._wanted is not None and not self._wanted(record):
                             self._next[tp] = record.offset + 1  # nothing to do: done
                             continue
+                        if self._slots.locked() and ready:  # what waits for a slot starts now
+                            self._start(ready)
+                            ready = []
                         await self._slots.acquire()
-                        self._dispatch(tp, record)
+                        ready.append((tp, record))
+                self._start(ready)
                 if time.monotonic() - last_commit >= self._commit_every:
                     await self._commit()
                     last_commit = time.monotonic()
@@ -153,47 +169,85 @@ class PipelinedConsumer:
         if tp in self.consumer.assignment():
             self.consumer.resume(tp)
 
-    def _dispatch(self, tp: TopicPartition, record: Record) -> None:
-        waiting = self._inflight.setdefault(tp, {})
-        waiting[record.offset] = None
-        self._next[tp] = record.offset + 1
-        task = asyncio.create_task(self._one(tp, record, waiting))
+    def _start(self, ready: list[tuple[TopicPartition, Record]]) -> None:
+        """Start records that each hold a slot: together when there is `start_batch`, else a
+        task each."""
+        if not ready:
+            return
+        marks = []
+        for tp, record in ready:
+            waiting = self._inflight.setdefault(tp, {})
+            waiting[record.offset] = None
+            self._next[tp] = max(self._next.get(tp, 0), record.offset + 1)
+            marks.append(waiting)
+        if self._start_batch is None:
+            for (tp, record), waiting in zip(ready, marks, strict=True):
+                self._track(asyncio.create_task(self._one(tp, record, waiting)))
+            return
+        tasks = self._start_batch([record for _, record in ready])
+        for (tp, record), waiting, task in zip(ready, marks, tasks, strict=True):
+            self._track(task)
+            task.add_done_callback(functools.partial(self._started, tp, record, waiting))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _one(self, tp: TopicPartition, record: Record, waiting: dict[int, None]) -> None:
-        """Handle one record until done; `waiting` is the partition's in-flight set as it was
-        at dispatch. A revocation replaces it, so a task that outlives the revocation never
-        clears the mark of its own redelivered copy, which a commit must not pass."""
+    def _started(
+        self, tp: TopicPartition, record: Record, waiting: dict[int, None], task: asyncio.Task[None]
+    ) -> None:
+        """A record started with its batch is done, or failed: then it goes on on its own."""
+        if not task.cancelled() and isinstance(exc := task.exception(), Exception):
+            self._track(asyncio.create_task(self._one(tp, record, waiting, exc)))
+            return
+        self._slots.release()
+        if not task.cancelled():  # a cancelled record keeps its place, so no commit passes it
+            waiting.pop(record.offset, None)
+
+    async def _one(
+        self,
+        tp: TopicPartition,
+        record: Record,
+        waiting: dict[int, None],
+        failed: Exception | None = None,
+    ) -> None:
+        """Handle one record until done (`failed`: how its first attempt, with its batch,
+        ended); `waiting` is the partition's in-flight set as it was at dispatch. A
+        revocation replaces it, so a task that outlives the revocation never clears the mark
+        of its own redelivered copy, which a commit must not pass."""
         handled = False
         backoff = 0.1
         failures = 0
         try:
             while not handled:
-                try:
-                    await self._handle(record)
-                    handled = True
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    log.warning(
-                        "record %s/%s failed (%s); retrying",
-                        tp.partition,
-                        record.offset,
-                        type(exc).__name__,
-                    )
-                    if not isinstance(exc, TRANSIENT) and failures >= POISON_AFTER:
-                        # It fails the same way each time: set it aside, never block on it.
-                        if self._poison is not None:
-                            await self._poison(record, exc)
+                if failed is None:
+                    try:
+                        await self._handle(record)
                         handled = True
                         continue
-                    if self._stopping:
-                        return
-                    # This record alone waits; its offset stays uncommitted until it is done.
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as error:
+                        failed = error
+                problem, failed = failed, None
+                failures += 1
+                log.warning(
+                    "record %s/%s failed (%s); retrying",
+                    tp.partition,
+                    record.offset,
+                    type(problem).__name__,
+                )
+                if not isinstance(problem, TRANSIENT) and failures >= POISON_AFTER:
+                    # It fails the same way each time: set it aside, never block on it.
+                    if self._poison is not None:
+                        await self._poison(record, problem)
+                    handled = True
+                    continue
+                if self._stopping:
+                    return
+                # This record alone waits; its offset stays uncommitted until it is done.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
         finally:
             self._slots.release()
             if handled:  # an abandoned record keeps its place, so no commit passes it

@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 import orjson
 from aiokafka import ConsumerRecord
@@ -62,6 +63,7 @@ FIRST_HEADER = "x-leanon-first-ms"
 ATTEMPTS_HEADER = "x-leanon-attempts"
 
 DONE = b"done"
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 def recipient_of(event: CloudEvent) -> Recipient | None:
@@ -87,6 +89,11 @@ class Attempt:
     number: int
     first_ms: int
     channel: str = ALL_CHANNELS
+
+
+# What `_heads` finds for one record of a batch: (attempt, sent key, contact, claim), nothing to
+# do (None), or why it could not be read.
+Head: TypeAlias = "tuple[Attempt, str, Reach | Unknown | None, bytes] | Exception | None"
 
 
 def _type_of(record: ConsumerRecord[bytes, bytes]) -> str | None:
@@ -162,6 +169,59 @@ class Dispatcher:
         if found := _addressed(record, "event"):
             await self.notify(Attempt(*found, 1, _now_ms()))
 
+    def start_batch(self, records: Sequence[Record]) -> list[asyncio.Task[None]]:
+        """First attempts for records fetched together from {prefix}events: a task each, done
+        when its record is, as `on_event`'s would be. Where webhooks are the only channel the
+        batch is decoded, and its contacts read and deliveries claimed, in one step and one
+        round trip to Redis (`_heads`) that every record's task waits for; otherwise each
+        record goes on its own."""
+        loop = asyncio.get_running_loop()
+        if not self._webhook_only:
+            return [loop.create_task(self.on_event(record)) for record in records]
+        heads = loop.create_task(self._heads(records))
+        return [loop.create_task(self._webhook(heads, n)) for n in range(len(records))]
+
+    async def _heads(self, records: Sequence[Record]) -> list[Head]:
+        """Each record's webhook attempt, decoded, with its contact and claim (one MGET and
+        one claim call for them all); None for a record that concerns nobody, the exception
+        for one that could not be decoded."""
+        first_ms = _now_ms()
+        heads: list[Head] = [None] * len(records)
+        todo: list[tuple[int, Attempt, str]] = []
+        for n, record in enumerate(records):
+            try:
+                found = _addressed(record, "event")
+            except Exception as exc:  # that record alone fails (its retries dead-letter it)
+                heads[n] = exc
+                continue
+            if found is not None:
+                attempt = Attempt(*found, 1, first_ms, "webhook")
+                todo.append((n, attempt, self._sent_key(attempt)))
+        book = self.contacts
+        replies = await self._batch.read_and_claim_many(
+            [(book.key(a.to.org, a.to.role, a.to.id), key, key + ":claim") for _, a, key in todo]
+        )
+        for (n, attempt, sent_key), (raw, claimed) in zip(todo, replies, strict=True):
+            heads[n] = (attempt, sent_key, book.parse(raw), claimed)
+        return heads
+
+    async def _webhook(self, heads: asyncio.Task[list[Head]], n: int) -> None:
+        """One record of a batch, once the batch's heads are in: as `_webhook_at_once`."""
+        head = (await heads)[n]
+        if head is None:
+            return
+        if isinstance(head, Exception):
+            raise head
+        attempt, sent_key, reach, claimed = head
+        if isinstance(reach, Reach) and reach.contact.webhook_url:
+            await self._claimed(attempt, reach, claimed, sent_key)
+            return
+        if claimed == b"ok":  # ours, and nothing to post now: give it back
+            await self._batch.delete(sent_key + ":claim")
+        if isinstance(reach, Unknown):  # the usual steps wait for the contact
+            everyone = Attempt(attempt.event, attempt.to, 1, attempt.first_ms)
+            await self.notify(everyone, at_once=False)
+
     async def on_retry(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """A record from a retry topic, now due."""
         found = _addressed(record, "retry")
@@ -188,13 +248,13 @@ class Dispatcher:
         await self.bus.dead_letter(self.dlq_topic, record, "unprocessable", kind)
 
     # -- steps -----------------------------------------------------------------------------
-    async def notify(self, attempt: Attempt) -> None:
+    async def notify(self, attempt: Attempt, at_once: bool = True) -> None:
         event, to = attempt.event, attempt.to
         data = event.data if isinstance(event.data, dict) else {}
         withdrawn = event.type == ev.OFFER_WITHDRAWN and self.limits.active
         if withdrawn and await self.limits.was_held(to.org, str(data.get("offer_id"))):
             return  # the helper never heard of this offer; no need to withdraw it
-        at_once = self._webhook_only and attempt.channel in (ALL_CHANNELS, "webhook")
+        at_once = at_once and self._webhook_only and attempt.channel in (ALL_CHANNELS, "webhook")
         if at_once and await self._webhook_at_once(attempt):
             return
         reach = await self._reach(to)
