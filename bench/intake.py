@@ -49,6 +49,7 @@ from common import (
     redis_keys_before,
     redis_rewrites,
     redis_url,
+    rewritten_first,
     shared_pids,
     tree_cpu_seconds,
     write_results,
@@ -293,6 +294,7 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
             for name in SERVERS:
                 for rate in rates:
                     pid = servers[name].proc.pid
+                    await rewritten_first(redis)
                     rewrites = await redis_rewrites(redis)
                     cpu_before, generator_before = cpu_now(pid, shared), children_cpu_s()
                     step = await send(name, rate, seconds)

@@ -58,6 +58,7 @@ from common import (
     quiet_gc,
     redis_keys_before,
     redis_rewrites,
+    rewritten_first,
     shared_pids,
     tree_cpu_seconds,
     young_kafka_age,
@@ -671,6 +672,7 @@ class Pipeline:
     async def measured(self, phase: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
         """A phase's results, once the pipeline has caught up on it, with the CPU every process
         spent per delivery and the deliveries put off to a retry topic."""
+        await rewritten_first(self.redis)
         quiet_gc()
         rewrites = await redis_rewrites(self.redis)
         before = self.cpu_now()
