@@ -167,6 +167,19 @@ def tree_cpu_seconds(pid: int) -> float:
     return total + sum(tree_cpu_seconds(int(child)) for child in children)
 
 
+def machine_stolen() -> tuple[float, float]:
+    """(stolen, total) CPU seconds of the whole machine so far; stolen is the time the
+    hypervisor gave this VM's CPUs to someone else (vmstat's `st`), which no process here
+    sees as its own but every one of them waits through."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[7] / CLK_TCK, sum(values[:8]) / CLK_TCK
+
+
+# Above this share of the machine's CPU taken by the host during a phase, the phase measured
+# the neighbours as much as the code.
+STOLEN_NOTED_PCT = 10.0
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

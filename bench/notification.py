@@ -51,10 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import minimal_notification
 from common import (
+    STOLEN_NOTED_PCT,
     HttpSink,
     forget_prefix,
     machine,
     machine_busy,
+    machine_stolen,
     quiet_gc,
     redis_keys_before,
     redis_rewrites,
@@ -675,10 +677,14 @@ class Pipeline:
         await rewritten_first(self.redis)
         quiet_gc()
         rewrites = await redis_rewrites(self.redis)
-        before = self.cpu_now()
+        before, stolen_before = self.cpu_now(), machine_stolen()
         result = await phase
         await caught_up(self.bootstrap, self.group, self.topic)
-        now = self.cpu_now()
+        now, stolen_now = self.cpu_now(), machine_stolen()
+        stolen, total = (b - a for a, b in zip(stolen_before, stolen_now, strict=True))
+        result["stolen_pct"] = round(100 * stolen / max(total, 1e-9), 1)
+        if result["stolen_pct"] > STOLEN_NOTED_PCT:
+            log(f"  the host took {result['stolen_pct']}% of this machine's CPU meanwhile")
         # A rewrite's fork takes a core for a while: a phase it fell in is dented by it.
         result["redis_rewrites"] = await redis_rewrites(self.redis) - rewrites
         if result["redis_rewrites"]:
@@ -813,6 +819,8 @@ def main() -> None:
         f"({svc_l['rate']:,}/s), {svc_s['retried']:,} ({svc_s['rate']:,}/s); "
         f"Redis rewrites in the service's phases: "
         f"{[svc_t['redis_rewrites'], svc_l['redis_rewrites'], svc_s['redis_rewrites']]}; "
+        f"CPU taken by the host (steal) in them: "
+        f"{[svc_t['stolen_pct'], svc_l['stolen_pct'], svc_s['stolen_pct']]}%; "
         f"service processes: {results['workers']}; "
         f"load average {results['machine']['load_average_1_5_15']}"
     )
