@@ -12,6 +12,7 @@ from aiokafka import ConsumerRecord
 from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from leanon_shared import coalesce
@@ -40,6 +41,43 @@ async def test_one_turns_claims_each_get_their_own_answer(redis: Redis, prefix: 
     others = [a for i, a in enumerate(answers[:-1]) if i not in (7, 8, 9)]
     assert others == [b"ok"] * 297
     assert 0 < await redis.pttl(sent[0] + ":claim") <= 60_000
+
+
+async def test_a_batch_of_reads_and_claims_split_over_flushes_keeps_each_answer(
+    redis: Redis, prefix: str
+) -> None:
+    """read_and_claim_many waits once for all its answers, though at most `max_batch` calls of
+    a kind go in one flush: 7 of them go out in three."""
+    batch = CoalescingRedis(redis, claim_ttl_ms=60_000, max_batch=3)
+    contacts = [f"{prefix}contact:{i}" for i in range(7)]
+    sent = [f"{prefix}sent:{i}" for i in range(7)]
+    for i in (0, 2, 6):
+        await redis.set(contacts[i], b"c%d" % i, ex=60)
+    await redis.set(sent[4], b"done", ex=60)
+    await redis.set(sent[5] + ":claim", b"1", ex=60)  # another consumer is attempting it
+    items = [(c, k, k + ":claim") for c, k in zip(contacts, sent, strict=True)]
+    answers = await batch.read_and_claim_many(items)
+    assert answers == [
+        (b"c0", b"ok"),
+        (None, b"ok"),
+        (b"c2", b"ok"),
+        (None, b"ok"),
+        (None, b"done"),
+        (None, b"busy"),
+        (b"c6", b"ok"),
+    ]
+    again = await batch.read_and_claim_many(items[:2])
+    assert [claimed for _, claimed in again] == [b"busy", b"busy"]  # ours, from the first call
+    assert await batch.read_and_claim_many([]) == []
+
+
+async def test_a_batch_of_reads_and_claims_fails_as_one_when_redis_does(prefix: str) -> None:
+    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)  # nothing listens there
+    batch = CoalescingRedis(dead, timeout_s=1.0)
+    # refused, retried as redis-py retries, until the flush's own bound: a RedisError either way
+    with pytest.raises(RedisError):
+        await batch.read_and_claim_many([(f"{prefix}c", f"{prefix}s", f"{prefix}s:claim")])
+    await dead.aclose()
 
 
 async def test_writes_gets_and_deletes_of_one_turn(redis: Redis, prefix: str) -> None:

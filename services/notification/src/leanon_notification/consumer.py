@@ -131,19 +131,21 @@ class PipelinedConsumer:
             try:
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
                 ready: list[tuple[TopicPartition, Record]] = []
-                for tp, records in batches.items():
-                    for record in records:
-                        if self._due is not None and self._hold_until_due(tp, record):
-                            break
-                        if self._wanted is not None and not self._wanted(record):
-                            self._next[tp] = record.offset + 1  # nothing to do: done
-                            continue
-                        if self._slots.locked() and ready:  # what waits for a slot starts now
-                            self._start(ready)
-                            ready = []
-                        await self._slots.acquire()
-                        ready.append((tp, record))
-                self._start(ready)
+                try:
+                    for tp, records in batches.items():
+                        for record in records:
+                            if self._due is not None and self._hold_until_due(tp, record):
+                                break
+                            if self._wanted is not None and not self._wanted(record):
+                                self._next[tp] = record.offset + 1  # nothing to do: done
+                                continue
+                            if self._slots.locked() and ready:  # those waiting start now
+                                self._start(ready)
+                                ready = []
+                            await self._slots.acquire()
+                            ready.append((tp, record))
+                finally:  # whatever happened, what holds a slot starts (and is marked in flight)
+                    self._start(ready)
                 if time.monotonic() - last_commit >= self._commit_every:
                     await self._commit()
                     last_commit = time.monotonic()

@@ -34,6 +34,7 @@ from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
 
 from leanon_notification import messages, metrics
+from leanon_notification.consumer import Record
 from leanon_notification.contacts import ContactBook, Reach, Unknown
 from leanon_notification.holdback import Holdback
 from leanon_notification.limits import OfferLimits
@@ -63,7 +64,6 @@ FIRST_HEADER = "x-leanon-first-ms"
 ATTEMPTS_HEADER = "x-leanon-attempts"
 
 DONE = b"done"
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 def recipient_of(event: CloudEvent) -> Recipient | None:
@@ -206,20 +206,16 @@ class Dispatcher:
         return heads
 
     async def _webhook(self, heads: asyncio.Task[list[Head]], n: int) -> None:
-        """One record of a batch, once the batch's heads are in: as `_webhook_at_once`."""
+        """One record of a batch, once the batch's heads are in: as `on_event`."""
         head = (await heads)[n]
         if head is None:
             return
         if isinstance(head, Exception):
             raise head
-        attempt, sent_key, reach, claimed = head
-        if isinstance(reach, Reach) and reach.contact.webhook_url:
-            await self._claimed(attempt, reach, claimed, sent_key)
-            return
-        if claimed == b"ok":  # ours, and nothing to post now: give it back
-            await self._batch.delete(sent_key + ":claim")
-        if isinstance(reach, Unknown):  # the usual steps wait for the contact
-            everyone = Attempt(attempt.event, attempt.to, 1, attempt.first_ms)
+        webhook, sent_key, reach, claimed = head
+        if not await self._webhook_read(webhook, sent_key, reach, claimed):
+            # the contact is not known yet: the usual steps wait for it
+            everyone = Attempt(webhook.event, webhook.to, 1, webhook.first_ms)
             await self.notify(everyone, at_once=False)
 
     async def on_retry(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -291,12 +287,17 @@ class Dispatcher:
         raw, claimed = await self._batch.read_and_claim(
             self.contacts.key(to.org, to.role, to.id), sent_key, claim_key
         )
-        reach = self.contacts.parse(raw)
+        return await self._webhook_read(webhook, sent_key, self.contacts.parse(raw), claimed)
+
+    async def _webhook_read(
+        self, webhook: Attempt, sent_key: str, reach: Reach | Unknown | None, claimed: bytes
+    ) -> bool:
+        """`_webhook_at_once` once the contact is read and the claim has answered."""
         if isinstance(reach, Reach) and reach.contact.webhook_url:
             await self._claimed(webhook, reach, claimed, sent_key)
             return True
         if claimed == b"ok":  # ours, and nothing to post now: give it back
-            await self._batch.delete(claim_key)
+            await self._batch.delete(sent_key + ":claim")
         return not isinstance(reach, Unknown)  # nobody to tell by webhook: done
 
     async def _may_offer(self, attempt: Attempt, reach: Reach) -> bool:
