@@ -180,6 +180,12 @@ def machine_stolen() -> tuple[float, float]:
 STOLEN_NOTED_PCT = 10.0
 
 
+def stolen_pct(since: tuple[float, float]) -> float:
+    """The share (%) of the machine's CPU time the host took since `since` (machine_stolen())."""
+    stolen, total = (b - a for a, b in zip(since, machine_stolen(), strict=True))
+    return round(100 * stolen / max(total, 1e-9), 1)
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

@@ -53,9 +53,11 @@ from common import (
     log,
     machine,
     machine_busy,
+    machine_stolen,
     percentiles,
     quiet_gc,
     shared_pids,
+    stolen_pct,
     write_results,
     young_kafka_age,
 )
@@ -163,6 +165,7 @@ class Step:
     match: HdrHistogram = field(default_factory=histogram)
     lag_max: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
+    stolen_pct: float = 0.0
     cpu_ms: dict[str, float] = field(default_factory=dict)
     drained: bool = True
 
@@ -193,6 +196,7 @@ class Step:
             "matched_latency": percentiles(self.match),
             "lag_max": self.lag_max,
             "cpu_cores": self.cpu,
+            "stolen_pct": self.stolen_pct,  # of the machine's CPU, by the host
             "cpu_ms_per_request": self.cpu_ms,
         }
 
@@ -271,11 +275,13 @@ class CpuMeter:
         self.pids = pids
         self.before: dict[str, float | None] = {}
         self.machine_before = (0.0, 0.0)
+        self.stolen_since = (0.0, 0.0)
         self.t0 = 0.0
 
     def start(self) -> None:
         self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self.machine_before = machine_busy()
+        self.stolen_since = machine_stolen()
         self.t0 = time.monotonic()
 
     def used(self) -> dict[str, float]:
@@ -296,6 +302,10 @@ class CpuMeter:
         if total > t0:
             out["machine (all)"] = round((busy - b0) / (total - t0) * (os.cpu_count() or 1), 2)
         return out
+
+    def stolen(self) -> float:
+        """The share (%) of the machine's CPU the host took since start()."""
+        return stolen_pct(self.stolen_since)
 
 
 class Lag:
@@ -784,6 +794,7 @@ async def run_steps(
             if finish_profile:
                 profiled = finish_profile()
         step.cpu = cpu.cores()
+        step.stolen_pct = cpu.stolen()
         # CPU per request sent: steadier than latency on a shared machine, and what a
         # change to a service's hot path moves
         step.cpu_ms = {
@@ -805,6 +816,7 @@ async def run_steps(
             + " ".join(f"{k.split(' (')[0]}={v}" for k, v in step.cpu.items())
             + " | cpu ms/request "
             + " ".join(f"{k}={v}" for k, v in step.cpu_ms.items())
+            + f" | stolen by the host {step.stolen_pct}%"
         )
         if saturated(summary):
             log(f"{system}: saturated at {rate}/s")

@@ -41,16 +41,19 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    STOLEN_NOTED_PCT,
     forget_prefix,
     histogram,
     log,
     machine_busy,
+    machine_stolen,
     percentiles,
     redis_keys_before,
     redis_rewrites,
     redis_url,
     rewritten_first,
     shared_pids,
+    stolen_pct,
     tree_cpu_seconds,
     write_results,
     young_kafka_age,
@@ -297,8 +300,10 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
                     await rewritten_first(redis)
                     rewrites = await redis_rewrites(redis)
                     cpu_before, generator_before = cpu_now(pid, shared), children_cpu_s()
+                    stolen_since = machine_stolen()
                     step = await send(name, rate, seconds)
                     cpu_after = cpu_now(pid, shared)
+                    step["stolen_pct"] = stolen_pct(stolen_since)  # the host's share, meanwhile
                     # a rewrite forks Redis and takes a core for a while: it dents its step
                     step["redis_rewrites"] = await redis_rewrites(redis) - rewrites
                     answered = max(1, sum(step["statuses"].values()))
@@ -318,6 +323,11 @@ async def http_bench(rates: list[int], seconds: float, prefix: str, workers: int
                         f"p50 {step['p50_ms']:>7} ms p99 {step['p99_ms']:>8} ms "
                         f"server CPU {server_ms:.3f} ms/request {step['statuses']}"
                         + (" (Redis rewrote its files meanwhile)" if step["redis_rewrites"] else "")
+                        + (
+                            f" (the host took {step['stolen_pct']}% of the CPU)"
+                            if step["stolen_pct"] > STOLEN_NOTED_PCT
+                            else ""
+                        )
                     )
                     if step["p99_ms"] > 20 * P99_GOAL_MS or step["achieved_per_s"] < 0.8 * rate:
                         break  # saturated: higher rates only queue

@@ -62,6 +62,7 @@ from common import (
     redis_rewrites,
     rewritten_first,
     shared_pids,
+    stolen_pct,
     tree_cpu_seconds,
     young_kafka_age,
 )
@@ -677,12 +678,11 @@ class Pipeline:
         await rewritten_first(self.redis)
         quiet_gc()
         rewrites = await redis_rewrites(self.redis)
-        before, stolen_before = self.cpu_now(), machine_stolen()
+        before, stolen_since = self.cpu_now(), machine_stolen()
         result = await phase
         await caught_up(self.bootstrap, self.group, self.topic)
-        now, stolen_now = self.cpu_now(), machine_stolen()
-        stolen, total = (b - a for a, b in zip(stolen_before, stolen_now, strict=True))
-        result["stolen_pct"] = round(100 * stolen / max(total, 1e-9), 1)
+        now = self.cpu_now()
+        result["stolen_pct"] = stolen_pct(stolen_since)
         if result["stolen_pct"] > STOLEN_NOTED_PCT:
             log(f"  the host took {result['stolen_pct']}% of this machine's CPU meanwhile")
         # A rewrite's fork takes a core for a while: a phase it fell in is dented by it.
