@@ -167,11 +167,17 @@ def tree_cpu_seconds(pid: int) -> float:
     return total + sum(tree_cpu_seconds(int(child)) for child in children)
 
 
+def _machine_ticks() -> list[int]:
+    """The machine's CPU time so far, in ticks: user, nice, system, idle, iowait, irq, softirq,
+    steal, guest, guest_nice (the first line of /proc/stat)."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 def machine_stolen() -> tuple[float, float]:
     """(stolen, total) CPU seconds of the whole machine so far; stolen is the time the
     hypervisor gave this VM's CPUs to someone else (vmstat's `st`), which no process here
     sees as its own but every one of them waits through."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    values = _machine_ticks()
     return values[7] / CLK_TCK, sum(values[:8]) / CLK_TCK
 
 
@@ -188,7 +194,7 @@ def stolen_pct(since: tuple[float, float]) -> float:
 
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    values = _machine_ticks()
     idle = values[3] + values[4]
     return (sum(values) - idle) / CLK_TCK, sum(values) / CLK_TCK
 

@@ -200,11 +200,7 @@ class CoalescingRedis(GroupCommit):
         self, key: str, sent_key: str, claim_key: str
     ) -> tuple[bytes | None, bytes]:
         """`get(key)` and `claim(sent_key, claim_key)` in the same flush, so one wait for both."""
-        got, claimed = self._future(), self._future()
-        self._batch.gets.append((key, got))
-        self._batch.claims.append((sent_key, claim_key, claimed))
-        self._queued()
-        return await got, await claimed
+        return (await self.read_and_claim_many([(key, sent_key, claim_key)]))[0]
 
     async def read_and_claim_many(
         self, items: Sequence[tuple[str, str, str]]
